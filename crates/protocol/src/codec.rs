@@ -1,0 +1,83 @@
+//! MessagePack and JSON codecs. The server answers in the format it was spoken to: binary
+//! WebSocket frames are MessagePack, text frames are JSON. Decoding never panics; every failure
+//! is a [`DecodeError`].
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{ClientMessage, ServerMessage};
+
+/// Deepest nesting of arrays and maps accepted in MessagePack. Real items nest three or four
+/// levels; the limit keeps a hostile frame from exhausting the stack while decoding. (JSON has
+/// serde_json's own limit of 128.)
+pub const MAX_NESTING: usize = 64;
+
+/// The two encodings of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// MessagePack with field names (maps, not arrays), carried in binary frames.
+    MessagePack,
+    /// UTF-8 JSON, carried in text frames.
+    Json,
+}
+
+/// Why bytes could not be decoded into a message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("invalid JSON message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid MessagePack message: {0}")]
+    MessagePack(#[from] rmp_serde::decode::Error),
+}
+
+/// Why a message could not be encoded (only possible for values serde cannot represent).
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot encode MessagePack: {0}")]
+    MessagePack(#[from] rmp_serde::encode::Error),
+}
+
+impl Format {
+    /// Encodes any protocol value.
+    pub fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, EncodeError> {
+        Ok(match self {
+            Format::MessagePack => rmp_serde::to_vec_named(value)?,
+            Format::Json => serde_json::to_vec(value)?,
+        })
+    }
+
+    /// Decodes any protocol value, refusing input over `limit` bytes before parsing it.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8], limit: usize) -> Result<T, DecodeError> {
+        if bytes.len() > limit {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        Ok(match self {
+            Format::MessagePack => {
+                let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+                deserializer.set_max_depth(MAX_NESTING);
+                serde::Deserialize::deserialize(&mut deserializer)?
+            }
+            Format::Json => serde_json::from_slice(bytes)?,
+        })
+    }
+
+    /// Decodes a client message (what the server reads).
+    pub fn decode_client(self, bytes: &[u8], limit: usize) -> Result<ClientMessage, DecodeError> {
+        self.decode(bytes, limit)
+    }
+
+    /// Decodes a server message (what clients read).
+    pub fn decode_server(self, bytes: &[u8], limit: usize) -> Result<ServerMessage, DecodeError> {
+        self.decode(bytes, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests;
