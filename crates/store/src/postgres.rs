@@ -1,0 +1,540 @@
+//! The PostgreSQL store: a deadpool pool of tokio-postgres connections.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::Value;
+use spacesync_protocol::{Operation, Seq};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::Json;
+
+use crate::error::StoreError;
+use crate::migrations::{self, MIGRATION_LOCK_KEY, SchemaStatus};
+
+/// An op to append to the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogEntry {
+    pub space_id: String,
+    pub seq: Seq,
+    pub operation_id: String,
+    pub client_id: Option<String>,
+    pub op: Operation,
+}
+
+/// An op read back from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub seq: Seq,
+    pub operation_id: String,
+    pub op: Operation,
+}
+
+/// A stored snapshot: the encoded space at `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub seq: Seq,
+    pub format: i32,
+    pub data: Vec<u8>,
+}
+
+/// What loading a space returns: its latest snapshot and the log after it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadedSpace {
+    pub snapshot: Option<StoredSnapshot>,
+    pub tail: Vec<LogEntry>,
+}
+
+/// The result of appending a batch: how many entries (a prefix) committed, and the entry
+/// that failed permanently, if one did. Entries after the poison one were not written: their
+/// sequence numbers assumed the poison op, so the caller re-sequences them.
+#[derive(Debug)]
+pub struct AppendOutcome {
+    pub committed: usize,
+    pub poison: Option<(usize, StoreError)>,
+}
+
+/// What the store knows about an op id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PriorRecord {
+    Logged(Seq),
+    Quarantined { code: String, detail: String },
+}
+
+/// A quarantined op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineEntry {
+    pub space_id: String,
+    pub operation_id: String,
+    pub client_id: Option<String>,
+    pub name: String,
+    pub payload: Value,
+    pub code: String,
+    pub detail: String,
+    pub first_seen_unix_ms: i64,
+    pub last_seen_unix_ms: i64,
+    pub attempts: i32,
+}
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PgStore")
+            .field("dbname", &self.config.get_dbname())
+            .finish_non_exhaustive()
+    }
+}
+
+const INSERT_BATCH: &str = "INSERT INTO op_log (space_id, seq, operation_id, client_id, name, payload) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[])";
+const INSERT_ONE: &str = "INSERT INTO op_log (space_id, seq, operation_id, client_id, name, payload) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+impl PgStore {
+    /// A pool for `url` (a libpq URL or key=value string). Connections open lazily.
+    pub fn connect(url: &str, max_connections: usize) -> Result<PgStore, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error: tokio_postgres::Error| StoreError::Config(error.to_string()))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .build()
+            .map_err(|error| StoreError::Config(error.to_string()))?;
+        Ok(PgStore { pool, config })
+    }
+
+    /// Applies pending migrations under an advisory lock, on a dedicated connection.
+    pub async fn migrate(&self) -> Result<SchemaStatus, StoreError> {
+        let (mut client, connection) = self.config.connect(NoTls).await?;
+        let connection = tokio::spawn(connection);
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await?;
+        let result = migrations::migrations::runner()
+            .run_async(&mut client)
+            .await;
+        let unlock = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+            .await;
+        drop(client);
+        connection.abort();
+        result?;
+        unlock?;
+        self.schema_status().await
+    }
+
+    /// Compares the applied migrations with the embedded ones, without changing anything.
+    pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        let client = self.pool.get().await?;
+        let exists: bool = client
+            .query_one(
+                "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        let applied: Vec<i32> = if exists {
+            client
+                .query(
+                    "SELECT version FROM refinery_schema_history ORDER BY version",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let embedded = migrations::embedded_versions();
+        Ok(SchemaStatus {
+            pending: embedded
+                .iter()
+                .filter(|version| !applied.contains(version))
+                .copied()
+                .collect(),
+            unknown: applied
+                .iter()
+                .filter(|version| !embedded.contains(version))
+                .copied()
+                .collect(),
+            applied,
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.get().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Appends a batch in one transaction (one multi-row insert). If the batch fails
+    /// permanently, the poison entry is found by inserting one entry at a time under
+    /// savepoints, and the good prefix before it is committed. Transient failures are returned
+    /// as errors with nothing committed; the caller retries.
+    pub async fn append(&self, entries: &[NewLogEntry]) -> Result<AppendOutcome, StoreError> {
+        if entries.is_empty() {
+            return Ok(AppendOutcome {
+                committed: 0,
+                poison: None,
+            });
+        }
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let columns = Columns::of(entries);
+        match transaction
+            .execute(
+                INSERT_BATCH,
+                &[
+                    &columns.space_ids,
+                    &columns.seqs,
+                    &columns.operation_ids,
+                    &columns.client_ids,
+                    &columns.names,
+                    &columns.payloads,
+                ],
+            )
+            .await
+        {
+            Ok(_) => {
+                transaction.commit().await?;
+                return Ok(AppendOutcome {
+                    committed: entries.len(),
+                    poison: None,
+                });
+            }
+            Err(error) => {
+                let error = StoreError::from(error);
+                if error.is_transient() {
+                    return Err(error);
+                }
+            }
+        }
+        drop(transaction);
+        self.append_isolating(&mut client, entries).await
+    }
+
+    async fn append_isolating(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        entries: &[NewLogEntry],
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut transaction = client.transaction().await?;
+        let statement = transaction.prepare(INSERT_ONE).await?;
+        for (index, entry) in entries.iter().enumerate() {
+            let savepoint = transaction.savepoint("entry").await?;
+            let payload = Json(operation_json(&entry.op));
+            let seq = seq_to_sql(entry.seq)?;
+            let inserted = savepoint
+                .execute(
+                    &statement,
+                    &[
+                        &entry.space_id,
+                        &seq,
+                        &entry.operation_id,
+                        &entry.client_id,
+                        &entry.op.name,
+                        &payload,
+                    ],
+                )
+                .await;
+            match inserted {
+                Ok(_) => savepoint.commit().await?,
+                Err(error) => {
+                    let error = StoreError::from(error);
+                    if error.is_transient() {
+                        return Err(error);
+                    }
+                    savepoint.rollback().await?;
+                    transaction.commit().await?;
+                    return Ok(AppendOutcome {
+                        committed: index,
+                        poison: Some((index, error)),
+                    });
+                }
+            }
+        }
+        transaction.commit().await?;
+        Ok(AppendOutcome {
+            committed: entries.len(),
+            poison: None,
+        })
+    }
+
+    /// Loads a space: its latest snapshot and every log entry after it, in order.
+    pub async fn load(&self, space_id: &str) -> Result<LoadedSpace, StoreError> {
+        let client = self.pool.get().await?;
+        let snapshot = client
+            .query_opt(
+                "SELECT seq, format, data FROM snapshots WHERE space_id = $1 ORDER BY seq DESC LIMIT 1",
+                &[&space_id],
+            )
+            .await?
+            .map(|row| StoredSnapshot {
+                seq: seq_from_sql(row.get(0)),
+                format: row.get(1),
+                data: row.get(2),
+            });
+        let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.seq);
+        let tail = self.log_after_with(&client, space_id, after, None).await?;
+        Ok(LoadedSpace { snapshot, tail })
+    }
+
+    /// Log entries after `after`, in order, at most `limit` of them.
+    pub async fn log_after(
+        &self,
+        space_id: &str,
+        after: Seq,
+        limit: Option<i64>,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let client = self.pool.get().await?;
+        self.log_after_with(&client, space_id, after, limit).await
+    }
+
+    async fn log_after_with(
+        &self,
+        client: &deadpool_postgres::Object,
+        space_id: &str,
+        after: Seq,
+        limit: Option<i64>,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let after = seq_to_sql(after)?;
+        let rows = client
+            .query(
+                "SELECT seq, operation_id, payload FROM op_log WHERE space_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+                &[&space_id, &after, &limit.unwrap_or(i64::MAX)],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let Json(payload): Json<Value> = row.get(2);
+                let op: Operation = serde_json::from_value(payload)
+                    .map_err(|error| StoreError::Corrupt(format!("op_log payload: {error}")))?;
+                Ok(LogEntry {
+                    seq: seq_from_sql(row.get(0)),
+                    operation_id: row.get(1),
+                    op,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a snapshot and drops older ones of the same space (the log keeps the history).
+    pub async fn write_snapshot(
+        &self,
+        space_id: &str,
+        snapshot: &StoredSnapshot,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let seq = seq_to_sql(snapshot.seq)?;
+        transaction
+            .execute(
+                "INSERT INTO snapshots (space_id, seq, format, data) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT ON CONSTRAINT snapshots_pkey DO UPDATE SET format = EXCLUDED.format, data = EXCLUDED.data",
+                &[&space_id, &seq, &snapshot.format, &snapshot.data],
+            )
+            .await?;
+        transaction
+            .execute(
+                "DELETE FROM snapshots WHERE space_id = $1 AND seq < $2",
+                &[&space_id, &seq],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// What the store knows about an op id: its seq in the log, or its quarantine record.
+    pub async fn prior(
+        &self,
+        space_id: &str,
+        operation_id: &str,
+    ) -> Result<Option<PriorRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        if let Some(row) = client
+            .query_opt(
+                "SELECT seq FROM op_log WHERE space_id = $1 AND operation_id = $2",
+                &[&space_id, &operation_id],
+            )
+            .await?
+        {
+            return Ok(Some(PriorRecord::Logged(seq_from_sql(row.get(0)))));
+        }
+        Ok(client
+            .query_opt(
+                "SELECT code, detail FROM quarantine WHERE space_id = $1 AND operation_id = $2",
+                &[&space_id, &operation_id],
+            )
+            .await?
+            .map(|row| PriorRecord::Quarantined {
+                code: row.get(0),
+                detail: row.get(1),
+            }))
+    }
+
+    /// Quarantines an op, or counts one more attempt of an op already quarantined.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn quarantine(
+        &self,
+        space_id: &str,
+        operation_id: &str,
+        client_id: Option<&str>,
+        op: &Operation,
+        code: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        // Text that jsonb refuses (a NUL character) must not stop the op from being
+        // quarantined: the payload is then kept as a JSON string of its escaped text.
+        let payload = operation_json(op);
+        let payload = match serde_json::to_string(&payload) {
+            Ok(text) if text.contains("\\u0000") => Value::String(text),
+            _ => payload,
+        };
+        client
+            .execute(
+                "INSERT INTO quarantine (space_id, operation_id, client_id, name, payload, code, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT ON CONSTRAINT quarantine_pkey DO UPDATE \
+                 SET attempts = quarantine.attempts + 1, last_seen = now()",
+                &[&space_id, &operation_id, &client_id, &op.name, &Json(payload), &code, &detail],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Quarantined ops, newest first, optionally of one space.
+    pub async fn quarantine_list(
+        &self,
+        space_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{QUARANTINE_COLUMNS} WHERE ($1::text IS NULL OR space_id = $1) \
+                     ORDER BY last_seen DESC, space_id, operation_id LIMIT $2"
+                ),
+                &[&space_id, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(quarantine_entry).collect())
+    }
+
+    /// One quarantined op.
+    pub async fn quarantine_get(
+        &self,
+        space_id: &str,
+        operation_id: &str,
+    ) -> Result<Option<QuarantineEntry>, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_opt(
+                &format!("{QUARANTINE_COLUMNS} WHERE space_id = $1 AND operation_id = $2"),
+                &[&space_id, &operation_id],
+            )
+            .await?
+            .as_ref()
+            .map(quarantine_entry))
+    }
+
+    /// Removes a quarantined op (dropped for good, or about to be released and re-applied).
+    /// Returns whether it existed.
+    pub async fn quarantine_remove(
+        &self,
+        space_id: &str,
+        operation_id: &str,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let removed = client
+            .execute(
+                "DELETE FROM quarantine WHERE space_id = $1 AND operation_id = $2",
+                &[&space_id, &operation_id],
+            )
+            .await?;
+        Ok(removed > 0)
+    }
+}
+
+const QUARANTINE_COLUMNS: &str = "SELECT space_id, operation_id, client_id, name, payload, code, detail, \
+     (extract(epoch from first_seen) * 1000)::bigint, (extract(epoch from last_seen) * 1000)::bigint, attempts \
+     FROM quarantine";
+
+fn quarantine_entry(row: &tokio_postgres::Row) -> QuarantineEntry {
+    let Json(payload): Json<Value> = row.get(4);
+    QuarantineEntry {
+        space_id: row.get(0),
+        operation_id: row.get(1),
+        client_id: row.get(2),
+        name: row.get(3),
+        payload,
+        code: row.get(5),
+        detail: row.get(6),
+        first_seen_unix_ms: row.get(7),
+        last_seen_unix_ms: row.get(8),
+        attempts: row.get(9),
+    }
+}
+
+/// The op as stored in the log: `{name, body}` plus `operationId` when it was given apart.
+fn operation_json(op: &Operation) -> Value {
+    serde_json::to_value(op).unwrap_or(Value::Null)
+}
+
+fn seq_to_sql(seq: Seq) -> Result<i64, StoreError> {
+    i64::try_from(seq)
+        .map_err(|_| StoreError::Corrupt(format!("sequence number {seq} is too large")))
+}
+
+fn seq_from_sql(seq: i64) -> Seq {
+    Seq::try_from(seq).unwrap_or_default()
+}
+
+/// The batch as columns, for one `INSERT … SELECT FROM unnest(…)`.
+struct Columns {
+    space_ids: Vec<String>,
+    seqs: Vec<i64>,
+    operation_ids: Vec<String>,
+    client_ids: Vec<Option<String>>,
+    names: Vec<String>,
+    payloads: Vec<Json<Value>>,
+}
+
+impl Columns {
+    fn of(entries: &[NewLogEntry]) -> Columns {
+        Columns {
+            space_ids: entries.iter().map(|entry| entry.space_id.clone()).collect(),
+            seqs: entries
+                .iter()
+                .map(|entry| i64::try_from(entry.seq).unwrap_or(i64::MAX))
+                .collect(),
+            operation_ids: entries
+                .iter()
+                .map(|entry| entry.operation_id.clone())
+                .collect(),
+            client_ids: entries
+                .iter()
+                .map(|entry| entry.client_id.clone())
+                .collect(),
+            names: entries.iter().map(|entry| entry.op.name.clone()).collect(),
+            payloads: entries
+                .iter()
+                .map(|entry| Json(operation_json(&entry.op)))
+                .collect(),
+        }
+    }
+}
