@@ -103,6 +103,20 @@ fn entry(space: &str, seq: u64, operation_id: &str, body: serde_json::Value) -> 
     }
 }
 
+/// `count` card creates with seqs 1.. and op ids `op1`…, card ids `c1`… and `x` = seq.
+fn numbered_batch(space: &str, count: u64) -> Vec<NewLogEntry> {
+    (1..=count)
+        .map(|seq| {
+            entry(
+                space,
+                seq,
+                &format!("op{seq}"),
+                json!({"id": format!("c{seq}"), "x": seq}),
+            )
+        })
+        .collect()
+}
+
 async fn index_count(store_url: &str) -> i64 {
     let (client, connection) = tokio_postgres::connect(store_url, tokio_postgres::NoTls)
         .await
@@ -153,16 +167,7 @@ async fn a_batch_appends_in_order_and_loads_back() {
         return;
     };
     let store = database.store().await;
-    let batch: Vec<NewLogEntry> = (1..=5)
-        .map(|seq| {
-            entry(
-                "s1",
-                seq,
-                &format!("op{seq}"),
-                json!({"id": format!("c{seq}"), "x": seq}),
-            )
-        })
-        .collect();
+    let batch = numbered_batch("s1", 5);
     let outcome = store.append(&batch).await.expect("appends");
     assert_eq!((outcome.committed, outcome.poison.is_none()), (5, true));
     let other_space = store
@@ -288,16 +293,7 @@ async fn a_space_loads_from_its_latest_snapshot_plus_the_tail() {
         return;
     };
     let store = database.store().await;
-    let batch: Vec<NewLogEntry> = (1..=6)
-        .map(|seq| {
-            entry(
-                "s",
-                seq,
-                &format!("op{seq}"),
-                json!({"id": format!("c{seq}")}),
-            )
-        })
-        .collect();
+    let batch = numbered_batch("s", 6);
     store.append(&batch).await.expect("appends");
     for seq in [2, 4] {
         let snapshot = StoredSnapshot {
@@ -404,4 +400,63 @@ async fn an_unreachable_database_is_a_transient_error() {
         .await
         .expect_err("nothing listens");
     assert!(error.is_transient(), "{error}");
+}
+
+#[tokio::test]
+async fn doctor_is_clean_after_migrating_and_flags_drift() {
+    let Some(database) = TestDatabase::create("doctor").await else {
+        return;
+    };
+    let store = database.store().await;
+    let report = store.doctor().await.expect("doctor runs");
+    assert!(report.schema_is_clean(), "{report:?}");
+    assert_eq!(
+        report.warnings,
+        Vec::<String>::new(),
+        "the test server commits durably"
+    );
+
+    // The original outage: an ORM adds the same index again at every boot.
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE INDEX op_log_space_id_seq ON op_log (space_id, seq);
+             CREATE INDEX op_log_space_id_seq1 ON op_log (space_id, seq);
+             ALTER TABLE quarantine ADD CONSTRAINT quarantine_attempts_positive CHECK (attempts > 0);
+             ALTER TABLE snapshots DROP CONSTRAINT snapshots_pkey;",
+        )
+        .await
+        .expect("drifts the schema");
+    let report = store.doctor().await.expect("doctor runs");
+    assert!(!report.schema_is_clean());
+    assert_eq!(
+        report.extra_indexes,
+        ["op_log_space_id_seq", "op_log_space_id_seq1"]
+    );
+    assert_eq!(
+        report.duplicate_indexes,
+        [vec![
+            "op_log_space_id_seq".to_owned(),
+            "op_log_space_id_seq1".to_owned()
+        ]]
+    );
+    assert_eq!(report.missing_indexes, ["snapshots_pkey"]);
+    assert_eq!(
+        report.extra_constraints,
+        ["quarantine.quarantine_attempts_positive(c)"]
+    );
+    assert_eq!(report.missing_constraints, ["snapshots.snapshots_pkey(p)"]);
+    // Doctor itself changed nothing: the scratch schema is gone.
+    let scratch: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'spacesync_doctor%'",
+            &[],
+        )
+        .await
+        .expect("counts")
+        .get(0);
+    assert_eq!(scratch, 0);
 }
