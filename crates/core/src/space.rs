@@ -519,9 +519,8 @@ impl Space {
     }
 
     fn exists_anywhere(&self, id: &str) -> bool {
-        crate::Collection::DEPENDENCY_ORDER
-            .iter()
-            .any(|collection| self.state.items(*collection).contains_key(id))
+        self.state
+            .exists_in(id, &crate::Collection::DEPENDENCY_ORDER)
             || self.state.strokes.contains_key(id)
     }
 

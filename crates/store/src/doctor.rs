@@ -113,15 +113,14 @@ async fn indexes(
     client: &impl deadpool_postgres::GenericClient,
     schema: &str,
 ) -> Result<BTreeMap<String, String>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = $1",
-            &[&schema],
-        )
-        .await?;
+    let rows = rows_of_our_tables(
+        client,
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = $1",
+        schema,
+    )
+    .await?;
     Ok(rows
         .iter()
-        .filter(|row| !IGNORED_TABLES.contains(&row.get::<_, &str>(0)))
         .map(|row| {
             let name: String = row.get(1);
             let definition: String = row.get(2);
@@ -138,17 +137,16 @@ async fn constraints(
     client: &impl deadpool_postgres::GenericClient,
     schema: &str,
 ) -> Result<BTreeSet<String>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT c.relname, k.conname, k.contype::text FROM pg_constraint k \
-             JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1",
-            &[&schema],
-        )
-        .await?;
+    let rows = rows_of_our_tables(
+        client,
+        "SELECT c.relname, k.conname, k.contype::text FROM pg_constraint k \
+         JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1",
+        schema,
+    )
+    .await?;
     Ok(rows
         .iter()
-        .filter(|row| !IGNORED_TABLES.contains(&row.get::<_, &str>(0)))
         .map(|row| {
             format!(
                 "{}.{}({})",
@@ -158,4 +156,16 @@ async fn constraints(
             )
         })
         .collect())
+}
+
+/// Runs a catalogue query for `schema` whose first column is a table name, keeping only the
+/// rows of our tables.
+async fn rows_of_our_tables(
+    client: &impl deadpool_postgres::GenericClient,
+    query: &str,
+    schema: &str,
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let mut rows = client.query(query, &[&schema]).await?;
+    rows.retain(|row| !IGNORED_TABLES.contains(&row.get::<_, &str>(0)));
+    Ok(rows)
 }

@@ -197,7 +197,7 @@ impl PgStore {
         }
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
-        let columns = Columns::of(entries);
+        let columns = Columns::of(entries)?;
         match transaction
             .execute(
                 INSERT_BATCH,
@@ -520,13 +520,13 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(entries: &[NewLogEntry]) -> Columns {
-        Columns {
+    fn of(entries: &[NewLogEntry]) -> Result<Columns, StoreError> {
+        Ok(Columns {
             space_ids: entries.iter().map(|entry| entry.space_id.clone()).collect(),
             seqs: entries
                 .iter()
-                .map(|entry| i64::try_from(entry.seq).unwrap_or(i64::MAX))
-                .collect(),
+                .map(|entry| seq_to_sql(entry.seq))
+                .collect::<Result<_, _>>()?,
             operation_ids: entries
                 .iter()
                 .map(|entry| entry.operation_id.clone())
@@ -540,6 +540,6 @@ impl Columns {
                 .iter()
                 .map(|entry| Json(operation_json(&entry.op)))
                 .collect(),
-        }
+        })
     }
 }
