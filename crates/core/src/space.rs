@@ -173,6 +173,12 @@ impl Space {
         self.seen.insert(operation_id.into(), prior);
     }
 
+    /// Forgets what is known about an op id, so it is judged afresh (an operator releasing a
+    /// quarantined op).
+    pub fn forget(&mut self, operation_id: &str) {
+        self.seen.remove(operation_id);
+    }
+
     /// Submits one op at time `now_ms`. The outcomes include this op's and those of any held
     /// ops it released, in the order they happened.
     pub fn submit(&mut self, op: Operation, now_ms: u64) -> Vec<Outcome> {

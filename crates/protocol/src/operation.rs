@@ -37,7 +37,9 @@ pub struct Envelope {
 pub enum EnvelopeError {
     #[error("operationId is missing")]
     MissingOperationId,
-    #[error("operationId must be a non-empty string of at most {MAX_OPERATION_ID_LEN} characters")]
+    #[error(
+        "operationId must be a non-empty string of at most {MAX_OPERATION_ID_LEN} characters, without control characters"
+    )]
     InvalidOperationId,
     #[error("{0} must be a string")]
     InvalidField(&'static str),
@@ -72,7 +74,10 @@ impl Operation {
             (None, None) if self.body.is_array() => self.content_id(),
             (None, None) => return Err(EnvelopeError::MissingOperationId),
         };
-        if operation_id.is_empty() || operation_id.chars().count() > MAX_OPERATION_ID_LEN {
+        if operation_id.is_empty()
+            || operation_id.chars().count() > MAX_OPERATION_ID_LEN
+            || operation_id.chars().any(char::is_control)
+        {
             return Err(EnvelopeError::InvalidOperationId);
         }
         Ok(Envelope {

@@ -59,6 +59,14 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         self.class() == ErrorClass::Transient
     }
+
+    /// The name of the constraint the database reported as violated, if that is the error.
+    pub fn violated_constraint(&self) -> Option<&str> {
+        match self {
+            StoreError::Database(error) => error.as_db_error().and_then(|error| error.constraint()),
+            _ => None,
+        }
+    }
 }
 
 fn classify_postgres(error: &tokio_postgres::Error) -> ErrorClass {

@@ -6,10 +6,13 @@ mod doctor;
 mod error;
 pub mod migrations;
 mod postgres;
+mod store;
 
 pub use doctor::DoctorReport;
 pub use error::{ErrorClass, StoreError};
+pub use migrations::SchemaStatus;
 pub use postgres::{
-    AppendOutcome, LoadedSpace, LogEntry, NewLogEntry, PgStore, PriorRecord, QuarantineEntry,
-    StoredSnapshot,
+    AppendOutcome, LoadedSpace, LogEntry, NewLogEntry, NewQuarantine, PgStore, Poison, PoisonKind,
+    PriorRecord, QuarantineEntry, StoredSnapshot,
 };
+pub use store::{Store, StoreFuture};

@@ -48,7 +48,50 @@ pub struct LoadedSpace {
 #[derive(Debug)]
 pub struct AppendOutcome {
     pub committed: usize,
-    pub poison: Option<(usize, StoreError)>,
+    pub poison: Option<Poison>,
+}
+
+/// The entry of a batch that the store refused for good.
+#[derive(Debug)]
+pub struct Poison {
+    /// Its index in the batch.
+    pub index: usize,
+    pub kind: PoisonKind,
+    pub error: StoreError,
+}
+
+/// Why an entry was refused. Only `Refused` is the op's fault; the other two mean the
+/// caller's memory disagrees with the log and must be rebuilt from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonKind {
+    /// The op id is already in the space's log (a replay of an op older than the memory of
+    /// the actor, typically one from before the latest snapshot).
+    DuplicateOperation,
+    /// The sequence number is taken: something else wrote to the space.
+    SeqTaken,
+    /// The database refuses the data itself (for example a NUL character in text).
+    Refused,
+}
+
+impl PoisonKind {
+    fn of(error: &StoreError) -> PoisonKind {
+        match error.violated_constraint() {
+            Some("op_log_operation_id_key") => PoisonKind::DuplicateOperation,
+            Some("op_log_pkey") => PoisonKind::SeqTaken,
+            _ => PoisonKind::Refused,
+        }
+    }
+}
+
+/// An op to quarantine (or, when it is already there, to count one more attempt of).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewQuarantine {
+    pub space_id: String,
+    pub operation_id: String,
+    pub client_id: Option<String>,
+    pub op: Operation,
+    pub code: String,
+    pub detail: String,
 }
 
 /// What the store knows about an op id.
@@ -112,6 +155,19 @@ impl PgStore {
             .build()
             .map_err(|error| StoreError::Config(error.to_string()))?;
         Ok(PgStore { pool, config })
+    }
+
+    /// Where this store's data lives (host, port and database; never the password).
+    pub fn description(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let dbname = self.config.get_dbname().unwrap_or("(default)");
+        format!("PostgreSQL database {dbname} on {host}:{port}")
     }
 
     /// Applies pending migrations under an advisory lock, on a dedicated connection.
@@ -265,7 +321,11 @@ impl PgStore {
                     transaction.commit().await?;
                     return Ok(AppendOutcome {
                         committed: index,
-                        poison: Some((index, error)),
+                        poison: Some(Poison {
+                            index,
+                            kind: PoisonKind::of(&error),
+                            error,
+                        }),
                     });
                 }
             }
@@ -401,23 +461,58 @@ impl PgStore {
         code: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        // Text that jsonb refuses (a NUL character) must not stop the op from being
-        // quarantined: the payload is then kept as a JSON string of its escaped text.
-        let payload = operation_json(op);
-        let payload = match serde_json::to_string(&payload) {
-            Ok(text) if text.contains("\\u0000") => Value::String(text),
-            _ => payload,
-        };
-        client
-            .execute(
+        self.quarantine_batch(&[NewQuarantine {
+            space_id: space_id.to_owned(),
+            operation_id: operation_id.to_owned(),
+            client_id: client_id.map(str::to_owned),
+            op: op.clone(),
+            code: code.to_owned(),
+            detail: detail.to_owned(),
+        }])
+        .await
+    }
+
+    /// Quarantines ops in one transaction; an op already there counts one more attempt.
+    pub async fn quarantine_batch(&self, records: &[NewQuarantine]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let statement = transaction
+            .prepare(
                 "INSERT INTO quarantine (space_id, operation_id, client_id, name, payload, code, detail) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT ON CONSTRAINT quarantine_pkey DO UPDATE \
                  SET attempts = quarantine.attempts + 1, last_seen = now()",
-                &[&space_id, &operation_id, &client_id, &op.name, &Json(payload), &code, &detail],
             )
             .await?;
+        for record in records {
+            // Text that jsonb refuses (a NUL character) must not stop the op from being
+            // quarantined: the payload is then kept as a JSON string of its escaped text.
+            let payload = operation_json(&record.op);
+            let payload = match serde_json::to_string(&payload) {
+                Ok(text) if text.contains("\\u0000") => Value::String(text),
+                _ => payload,
+            };
+            let detail = record.detail.replace('\0', "\\0");
+            let name = record.op.name.replace('\0', "\\0");
+            transaction
+                .execute(
+                    &statement,
+                    &[
+                        &record.space_id,
+                        &record.operation_id,
+                        &record.client_id,
+                        &name,
+                        &Json(payload),
+                        &record.code,
+                        &detail,
+                    ],
+                )
+                .await?;
+        }
+        transaction.commit().await?;
         Ok(())
     }
 

@@ -5,90 +5,13 @@
 
 use serde_json::json;
 use spacesync_protocol::Operation;
-use spacesync_store::{NewLogEntry, PgStore, PriorRecord, StoreError, StoredSnapshot};
+use spacesync_store::{NewLogEntry, PgStore, PoisonKind, PriorRecord, StoreError, StoredSnapshot};
+use spacesync_testkit::TestDatabase;
 
-const DEFAULT_ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
-
-fn admin_url() -> String {
-    std::env::var("SPACESYNC_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
-}
-
-/// A database of its own for one test, dropped when the test ends (also when it panics).
-struct TestDatabase {
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    async fn create(test: &str) -> Option<TestDatabase> {
-        let admin = admin_url();
-        let (client, connection) = match tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-        {
-            Ok(pair) => pair,
-            Err(error) => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "CI=true but PostgreSQL is not reachable at {admin}: {error}"
-                );
-                eprintln!(
-                    "SKIPPED {test}: PostgreSQL is not reachable at {admin} ({error}); start it or set SPACESYNC_TEST_DATABASE_URL"
-                );
-                return None;
-            }
-        };
-        tokio::spawn(connection);
-        let name = format!("spacesync_test_{}_{}", std::process::id(), test);
-        // Two statements, not one batch: DROP/CREATE DATABASE refuse to run in a transaction.
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-            .expect("drops a leftover test database");
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("creates the test database");
-        let config: tokio_postgres::Config = admin.parse().expect("admin URL parses");
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            _ => "127.0.0.1".to_owned(),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let user = config.get_user().unwrap_or("postgres");
-        let url = format!("host={host} port={port} user={user} dbname={name}");
-        Some(TestDatabase { name, url })
-    }
-
-    async fn store(&self) -> PgStore {
-        let store = PgStore::connect(&self.url, 4).expect("pool");
-        store.migrate().await.expect("migrates");
-        store
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime; use a thread with its own runtime to clean up.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async move {
-                    if let Ok((client, connection)) =
-                        tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await
-                    {
-                        tokio::spawn(connection);
-                        let _ = client
-                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .await;
-                    }
-                });
-            }
-        })
-        .join();
-    }
+async fn store(database: &TestDatabase) -> PgStore {
+    let store = PgStore::connect(database.url(), 4).expect("pool");
+    store.migrate().await.expect("migrates");
+    store
 }
 
 fn entry(space: &str, seq: u64, operation_id: &str, body: serde_json::Value) -> NewLogEntry {
@@ -137,17 +60,17 @@ async fn migrating_is_idempotent_and_never_adds_indexes() {
     let Some(database) = TestDatabase::create("migrate").await else {
         return;
     };
-    let store = PgStore::connect(&database.url, 2).expect("pool");
+    let store = PgStore::connect(database.url(), 2).expect("pool");
     let before = store.schema_status().await.expect("status");
     assert!(!before.is_current());
     assert_eq!(before.applied, Vec::<i32>::new());
     let status = store.migrate().await.expect("migrates");
     assert!(status.is_current(), "{status:?}");
-    let indexes = index_count(&database.url).await;
+    let indexes = index_count(database.url()).await;
     for _ in 0..30 {
         assert!(store.migrate().await.expect("migrates again").is_current());
     }
-    assert_eq!(index_count(&database.url).await, indexes);
+    assert_eq!(index_count(database.url()).await, indexes);
 }
 
 #[tokio::test]
@@ -155,7 +78,7 @@ async fn concurrent_migrations_take_turns_under_the_advisory_lock() {
     let Some(database) = TestDatabase::create("migrate_concurrent").await else {
         return;
     };
-    let store = PgStore::connect(&database.url, 4).expect("pool");
+    let store = PgStore::connect(database.url(), 4).expect("pool");
     let (first, second) = tokio::join!(store.migrate(), store.migrate());
     assert!(first.expect("first migrates").is_current());
     assert!(second.expect("second migrates").is_current());
@@ -166,7 +89,7 @@ async fn a_batch_appends_in_order_and_loads_back() {
     let Some(database) = TestDatabase::create("append").await else {
         return;
     };
-    let store = database.store().await;
+    let store = store(&database).await;
     let batch = numbered_batch("s1", 5);
     let outcome = store.append(&batch).await.expect("appends");
     assert_eq!((outcome.committed, outcome.poison.is_none()), (5, true));
@@ -213,7 +136,7 @@ async fn a_poison_op_is_isolated_and_the_ops_before_it_land() {
     let Some(database) = TestDatabase::create("poison").await else {
         return;
     };
-    let store = database.store().await;
+    let store = store(&database).await;
     // jsonb refuses a NUL character: a real op the core accepts and the database never will.
     let batch = vec![
         entry("s", 1, "good1", json!({"id": "a"})),
@@ -223,8 +146,9 @@ async fn a_poison_op_is_isolated_and_the_ops_before_it_land() {
     ];
     let outcome = store.append(&batch).await.expect("append answers");
     assert_eq!(outcome.committed, 2);
-    let (index, error) = outcome.poison.expect("the poison op is named");
-    assert_eq!(index, 2);
+    let poison = outcome.poison.expect("the poison op is named");
+    assert_eq!((poison.index, poison.kind), (2, PoisonKind::Refused));
+    let error = poison.error;
     assert!(!error.is_transient(), "{error}");
     let loaded = store.load("s").await.expect("loads");
     assert_eq!(
@@ -264,7 +188,7 @@ async fn a_duplicate_seq_or_operation_id_is_a_permanent_failure() {
     let Some(database) = TestDatabase::create("duplicates").await else {
         return;
     };
-    let store = database.store().await;
+    let store = store(&database).await;
     store
         .append(&[entry("s", 1, "a", json!({"id": "a"}))])
         .await
@@ -274,16 +198,18 @@ async fn a_duplicate_seq_or_operation_id_is_a_permanent_failure() {
         .await
         .expect("answers");
     assert_eq!(same_seq.committed, 0);
-    assert!(
-        same_seq
-            .poison
-            .is_some_and(|(index, error)| index == 0 && !error.is_transient())
-    );
+    assert!(same_seq.poison.is_some_and(|poison| poison.index == 0
+        && poison.kind == PoisonKind::SeqTaken
+        && !poison.error.is_transient()));
     let same_id = store
         .append(&[entry("s", 2, "a", json!({"id": "a"}))])
         .await
         .expect("answers");
-    assert!(same_id.poison.is_some());
+    assert!(
+        same_id
+            .poison
+            .is_some_and(|poison| poison.kind == PoisonKind::DuplicateOperation)
+    );
     assert_eq!(store.load("s").await.expect("loads").tail.len(), 1);
 }
 
@@ -292,7 +218,7 @@ async fn a_space_loads_from_its_latest_snapshot_plus_the_tail() {
     let Some(database) = TestDatabase::create("snapshot").await else {
         return;
     };
-    let store = database.store().await;
+    let store = store(&database).await;
     let batch = numbered_batch("s", 6);
     store.append(&batch).await.expect("appends");
     for seq in [2, 4] {
@@ -324,7 +250,7 @@ async fn quarantine_counts_attempts_lists_and_removes() {
     let Some(database) = TestDatabase::create("quarantine").await else {
         return;
     };
-    let store = database.store().await;
+    let store = store(&database).await;
     let op = Operation::new(
         "createCard",
         json!({"operationId": "q1", "id": "a", "x": "left"}),
@@ -407,7 +333,7 @@ async fn doctor_is_clean_after_migrating_and_flags_drift() {
     let Some(database) = TestDatabase::create("doctor").await else {
         return;
     };
-    let store = database.store().await;
+    let store = store(&database).await;
     let report = store.doctor().await.expect("doctor runs");
     assert!(report.schema_is_clean(), "{report:?}");
     assert_eq!(
@@ -417,7 +343,7 @@ async fn doctor_is_clean_after_migrating_and_flags_drift() {
     );
 
     // The original outage: an ORM adds the same index again at every boot.
-    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+    let (client, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
         .await
         .expect("connects");
     tokio::spawn(connection);

@@ -1,0 +1,170 @@
+//! A Rust client of the spacesync native WebSocket protocol (`docs/protocol.md`): connect and
+//! negotiate, join with a resume point, submit ops, read acks, rejections and broadcasts.
+//! Used by the example, the tests and the load harness.
+
+use futures::{SinkExt, StreamExt};
+use spacesync_protocol::{
+    ClientMessage, Format, Limits, Operation, SUPPORTED_VERSIONS, Seq, ServerMessage,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use tokio_tungstenite::tungstenite;
+
+/// Largest message the client reads. The server's limit applies to what clients send; what
+/// it sends can be larger (a `joined` carries a whole space).
+const READ_LIMIT: usize = 256 << 20;
+
+/// What can go wrong on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("cannot encode: {0}")]
+    Encode(#[from] spacesync_protocol::EncodeError),
+    #[error("cannot decode a server message: {0}")]
+    Decode(#[from] spacesync_protocol::DecodeError),
+    #[error("the server closed the connection with {code}: {reason}")]
+    Closed { code: u16, reason: String },
+    #[error("the connection ended without a close frame")]
+    Ended,
+    #[error("unexpected message: {0:?}")]
+    Unexpected(Box<ServerMessage>),
+}
+
+/// A connected, negotiated client.
+#[derive(Debug)]
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    format: Format,
+    client_id: String,
+    limits: Option<Limits>,
+}
+
+impl Client {
+    /// Opens a WebSocket to `url` (e.g. `ws://127.0.0.1:8080/ws`) without saying hello.
+    pub async fn open(url: &str, format: Format) -> Result<Client, ClientError> {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(READ_LIMIT))
+            .max_frame_size(Some(READ_LIMIT));
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
+        Ok(Client {
+            socket,
+            format,
+            client_id: String::new(),
+            limits: None,
+        })
+    }
+
+    /// Connects and negotiates: `hello` with the versions this build speaks, then `welcome`.
+    pub async fn connect(
+        url: &str,
+        format: Format,
+        client_id: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::open(url, format).await?;
+        client
+            .send(&ClientMessage::Hello {
+                versions: SUPPORTED_VERSIONS.to_vec(),
+                client_id: client_id.map(str::to_owned),
+            })
+            .await?;
+        match client.recv().await? {
+            ServerMessage::Welcome {
+                client_id, limits, ..
+            } => {
+                client.client_id = client_id;
+                client.limits = Some(limits);
+                Ok(client)
+            }
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn limits(&self) -> Option<&Limits> {
+        self.limits.as_ref()
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Sends a message in the client's format.
+    pub async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
+        let bytes = self.format.encode(message)?;
+        let frame = match self.format {
+            Format::MessagePack => Message::Binary(bytes.into()),
+            Format::Json => Message::Text(String::from_utf8_lossy(&bytes).into_owned().into()),
+        };
+        self.send_frame(frame).await
+    }
+
+    /// Sends any frame (tests use it to send what a correct client never would).
+    pub async fn send_frame(&mut self, frame: Message) -> Result<(), ClientError> {
+        self.socket.send(frame).await?;
+        Ok(())
+    }
+
+    /// Joins a space; `since` is the last seq this client applied.
+    pub async fn join(&mut self, space_id: &str, since: Option<Seq>) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Join {
+            space_id: space_id.to_owned(),
+            since,
+        })
+        .await
+    }
+
+    /// Submits a batch of ops to a joined space.
+    pub async fn submit(&mut self, space_id: &str, ops: Vec<Operation>) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Submit {
+            space_id: space_id.to_owned(),
+            ops,
+        })
+        .await
+    }
+
+    /// The next server message. Pings are answered by the library; a close frame is
+    /// returned as [`ClientError::Closed`] with its code.
+    pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        loop {
+            let frame = match self.socket.next().await {
+                Some(frame) => frame?,
+                None => return Err(ClientError::Ended),
+            };
+            return match frame {
+                Message::Binary(bytes) => {
+                    Ok(Format::MessagePack.decode_server(&bytes, READ_LIMIT)?)
+                }
+                Message::Text(text) => Ok(Format::Json.decode_server(text.as_bytes(), READ_LIMIT)?),
+                Message::Close(frame) => Err(closed(frame)),
+                _ => continue,
+            };
+        }
+    }
+
+    /// Closes the connection normally.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.socket.close(None).await?;
+        Ok(())
+    }
+}
+
+fn closed(frame: Option<CloseFrame>) -> ClientError {
+    match frame {
+        Some(frame) => ClientError::Closed {
+            code: frame.code.into(),
+            reason: frame.reason.to_string(),
+        },
+        None => ClientError::Closed {
+            code: 1005,
+            reason: String::new(),
+        },
+    }
+}

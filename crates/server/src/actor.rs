@@ -1,0 +1,1167 @@
+//! One actor per active space: the only writer of its space.
+//!
+//! A cycle: take everything in the mailbox → apply it to the core space (hold, release,
+//! reject) → hand the applied ops to the committer in one batch → once they are durable,
+//! quarantine the poison ops, then answer every op in outcome order (acks, rejections) and
+//! broadcast the applied ones, with their seqs, to the other members. Messages that arrive
+//! while a batch is being written wait in the mailbox and form the next batch.
+//!
+//! Joins are answered between cycles, so the state they see is exactly the committed state,
+//! and live broadcasts start right after it.
+//!
+//! Recovery (`redo`): after a panic inside the core, a poison row the store refused, or a
+//! replay of an op older than the actor's memory, the space is rebuilt from the store (the
+//! committed state) and every op of the cycle that is not settled yet is applied again, in
+//! arrival order, without the op that caused it. Each recovery removes that op, so it ends.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+use spacesync_core::{Outcome, Prior, Rejection, Snapshot, Space};
+use spacesync_protocol::{
+    Operation, RejectCode, Seq, SequencedOperation, ServerError, ServerMessage,
+};
+use spacesync_store::{NewLogEntry, NewQuarantine, PoisonKind, PriorRecord, Store, StoredSnapshot};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::committer::{CommitResult, backoff};
+use crate::peer::{Encoded, Peer};
+use crate::shared::{ActorHandle, Shared};
+
+/// A message to a space actor.
+#[derive(Debug)]
+pub enum ActorMsg {
+    Submit { waiter: Waiter, ops: Vec<Operation> },
+    Join { peer: Arc<Peer>, since: Option<Seq> },
+    Leave { peer_id: u64 },
+    Presence { peer: Arc<Peer>, data: Value },
+    Shutdown,
+}
+
+/// Who waits for the answer to an op.
+#[derive(Debug, Clone)]
+pub enum Waiter {
+    Peer(Arc<Peer>),
+}
+
+/// The answer to one op.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Ack { seq: Seq, duplicate: bool },
+    Held { waiting_for: Vec<String> },
+    Rejected { code: RejectCode, message: String },
+}
+
+impl Waiter {
+    fn peer_id(&self) -> Option<u64> {
+        match self {
+            Waiter::Peer(peer) => Some(peer.id),
+        }
+    }
+
+    fn same_as(&self, other: &Waiter) -> bool {
+        match (self, other) {
+            (Waiter::Peer(one), Waiter::Peer(other)) => one.id == other.id,
+        }
+    }
+
+    fn client_id(&self) -> Option<&str> {
+        match self {
+            Waiter::Peer(peer) => Some(&peer.client_id),
+        }
+    }
+
+    pub fn answer(&self, space_id: &str, operation_id: &str, answer: Answer) {
+        match self {
+            Waiter::Peer(peer) => {
+                peer.send(&answer_message(space_id, operation_id, answer));
+            }
+        }
+    }
+}
+
+pub fn answer_message(space_id: &str, operation_id: &str, answer: Answer) -> ServerMessage {
+    let space_id = space_id.to_owned();
+    let operation_id = operation_id.to_owned();
+    match answer {
+        Answer::Ack { seq, duplicate } => ServerMessage::Ack {
+            space_id,
+            operation_id,
+            seq,
+            duplicate,
+        },
+        Answer::Held { waiting_for } => ServerMessage::Held {
+            space_id,
+            operation_id,
+            waiting_for,
+        },
+        Answer::Rejected { code, message } => ServerMessage::Rejected {
+            space_id,
+            operation_id,
+            code,
+            permanent: code.is_permanent(),
+            message,
+        },
+    }
+}
+
+/// Starts the actor of a space; it loads the space before reading its mailbox.
+pub fn spawn(shared: Arc<Shared>, space_id: String) -> ActorHandle {
+    let (tx, rx) = mpsc::channel(shared.config.mailbox.max(1));
+    let generation = shared.next_id();
+    let tracker = shared.actors.clone();
+    tracker.spawn(run(shared, space_id, generation, rx));
+    ActorHandle { tx, generation }
+}
+
+/// An op waiting to be applied.
+struct Work {
+    op: Operation,
+    /// Who submitted it (none when the op is applied again during a recovery).
+    waiter: Option<Waiter>,
+}
+
+/// Why the actor cannot go on.
+#[derive(Debug, thiserror::Error)]
+enum ActorError {
+    #[error("cannot load the space: {0}")]
+    Load(String),
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    id: String,
+    generation: u64,
+    rx: mpsc::Receiver<ActorMsg>,
+    space: Space,
+    members: HashMap<u64, Arc<Peer>>,
+    /// Op id → who waits for its final answer.
+    waiters: HashMap<String, Vec<Waiter>>,
+    /// Held ops in arrival order, kept so a recovery can apply them again.
+    held: IndexMap<String, Operation>,
+    /// Committed ops, newest last, for resuming clients.
+    recent: VecDeque<SequencedOperation>,
+    incoming: Vec<Work>,
+    presence: IndexMap<u64, (Arc<Peer>, Value)>,
+    next_presence: Instant,
+    last_snapshot_seq: Seq,
+    last_activity: Instant,
+    export: Option<(Seq, Value)>,
+    shutting_down: bool,
+}
+
+async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::Receiver<ActorMsg>) {
+    shared.metrics.actors.inc();
+    let loaded = load_with_retry(&shared, &space_id, 3).await;
+    match loaded {
+        Ok(loaded) => {
+            shared.metrics.actor_loads.inc();
+            let now = Instant::now();
+            let mut actor = Actor {
+                id: space_id,
+                generation,
+                rx,
+                space: loaded.space,
+                members: HashMap::new(),
+                waiters: HashMap::new(),
+                held: IndexMap::new(),
+                recent: VecDeque::new(),
+                incoming: Vec::new(),
+                presence: IndexMap::new(),
+                next_presence: now,
+                last_snapshot_seq: loaded.snapshot_seq,
+                last_activity: now,
+                export: None,
+                shutting_down: false,
+                shared: shared.clone(),
+            };
+            actor.remember_recent(loaded.tail);
+            if let Err(error) = actor.run().await {
+                actor.fail(&error.to_string());
+            }
+        }
+        Err(error) => {
+            shared.metrics.actor_load_failures.inc();
+            tracing::error!(space_id, %error, "space failed to load; it is not replaced by an empty one");
+            shared.unregister(&space_id, generation);
+            refuse_all(&space_id, rx, &error.to_string());
+        }
+    }
+    shared.metrics.actors.dec();
+}
+
+/// Answers every queued message of an actor that cannot run: ops are not applied
+/// (`store_unavailable`, retryable) and joins fail with `space_unavailable`.
+fn refuse_all(space_id: &str, mut rx: mpsc::Receiver<ActorMsg>, reason: &str) {
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        refuse(space_id, msg, reason);
+    }
+}
+
+fn refuse(space_id: &str, msg: ActorMsg, reason: &str) {
+    match msg {
+        ActorMsg::Submit { waiter, ops } => {
+            for op in ops {
+                if let Ok(envelope) = op.envelope() {
+                    waiter.answer(
+                        space_id,
+                        &envelope.operation_id,
+                        Answer::Rejected {
+                            code: RejectCode::StoreUnavailable,
+                            message: format!("the space cannot be loaded right now: {reason}"),
+                        },
+                    );
+                }
+            }
+        }
+        ActorMsg::Join { peer, .. } | ActorMsg::Presence { peer, .. } => {
+            peer.send(&ServerMessage::Error {
+                code: ServerError::SpaceUnavailable,
+                message: format!("space {space_id} cannot be loaded right now: {reason}"),
+            });
+        }
+        ActorMsg::Leave { .. } | ActorMsg::Shutdown => {}
+    }
+}
+
+/// A space as loaded from the store.
+#[derive(Debug)]
+pub struct Loaded {
+    pub space: Space,
+    pub snapshot_seq: Seq,
+    pub tail: Vec<SequencedOperation>,
+}
+
+async fn load_with_retry(
+    shared: &Shared,
+    space_id: &str,
+    attempts: u32,
+) -> Result<Loaded, ActorError> {
+    let mut attempt = 0;
+    loop {
+        match load(&*shared.store, space_id, shared.config.space.clone()).await {
+            Ok(loaded) => return Ok(loaded),
+            Err((error, transient)) => {
+                attempt += 1;
+                if !transient || attempt >= attempts {
+                    return Err(ActorError::Load(error));
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
+}
+
+/// Loads a space: latest snapshot, the log after it, and the ids of its quarantined ops (so a
+/// resubmission of one is refused again at once). Errors say whether a retry may help.
+pub async fn load(
+    store: &dyn Store,
+    space_id: &str,
+    config: spacesync_core::SpaceConfig,
+) -> Result<Loaded, (String, bool)> {
+    let stored = store
+        .load(space_id)
+        .await
+        .map_err(|error| (error.to_string(), error.is_transient()))?;
+    let (mut space, snapshot_seq) = match stored.snapshot {
+        Some(snapshot) => {
+            let decoded = Snapshot::decode(&snapshot.data)
+                .map_err(|error| (format!("snapshot at seq {}: {error}", snapshot.seq), false))?;
+            if decoded.space_id != space_id || decoded.seq != snapshot.seq {
+                return Err((
+                    format!(
+                        "snapshot at seq {} belongs to {} at {}",
+                        snapshot.seq, decoded.space_id, decoded.seq
+                    ),
+                    false,
+                ));
+            }
+            (decoded.into_space(config), snapshot.seq)
+        }
+        None => (Space::new(space_id, config), 0),
+    };
+    let mut tail = Vec::with_capacity(stored.tail.len());
+    for entry in stored.tail {
+        space
+            .replay(entry.seq, &entry.op)
+            .map_err(|error| (error.to_string(), false))?;
+        tail.push(SequencedOperation {
+            seq: entry.seq,
+            op: entry.op,
+        });
+    }
+    let quarantined = store
+        .quarantine_list(Some(space_id), 100_000)
+        .await
+        .map_err(|error| (error.to_string(), error.is_transient()))?;
+    for entry in quarantined {
+        let code = RejectCode::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str() == entry.code)
+            .unwrap_or(RejectCode::InternalError);
+        space.remember(
+            entry.operation_id,
+            Prior::Rejected {
+                code,
+                message: entry.detail,
+            },
+        );
+    }
+    Ok(Loaded {
+        space,
+        snapshot_seq,
+        tail,
+    })
+}
+
+/// Runs `f`, turning a panic into an error carrying its message.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned())
+    })
+}
+
+/// What the cycle decided for one op, answered once its batch is durable.
+type Outcomes = Vec<Outcome>;
+
+impl Actor {
+    async fn run(&mut self) -> Result<(), ActorError> {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => {
+                        self.handle(msg);
+                        // Everything that queued up meanwhile goes into the same cycle.
+                        while self.incoming.len() < self.shared.config.max_commit_rows {
+                            match self.rx.try_recv() {
+                                Ok(msg) => self.handle(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => self.shutting_down = true,
+                },
+                () = tokio::time::sleep_until(wake) => {}
+                () = self.shared.stop_reading.cancelled(), if !self.shutting_down => {
+                    self.shutting_down = true;
+                }
+            }
+            let now_ms = self.shared.now_ms();
+            let expiring = self
+                .space
+                .next_deadline()
+                .is_some_and(|deadline| deadline <= now_ms);
+            if !self.incoming.is_empty() || expiring {
+                self.cycle().await?;
+            }
+            self.relay_presence();
+            if self.shutting_down {
+                self.stop().await;
+                return Ok(());
+            }
+            if self.is_idle() {
+                self.unload().await;
+                return Ok(());
+            }
+        }
+    }
+
+    fn remember_recent(&mut self, tail: Vec<SequencedOperation>) {
+        self.recent.extend(tail);
+        while self.recent.len() > self.shared.config.resume_window {
+            self.recent.pop_front();
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let mut wake = self.last_activity + self.shared.config.unload_after;
+        if let Some(deadline) = self.space.next_deadline() {
+            let wait = deadline.saturating_sub(self.shared.now_ms());
+            wake = wake.min(now + Duration::from_millis(wait));
+        }
+        if !self.presence.is_empty() {
+            wake = wake.min(self.next_presence);
+        }
+        wake.max(now)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.members.is_empty()
+            && self.incoming.is_empty()
+            && self.held.is_empty()
+            && self.space.held_count() == 0
+            && self.presence.is_empty()
+            && self.last_activity.elapsed() >= self.shared.config.unload_after
+    }
+
+    fn handle(&mut self, msg: ActorMsg) {
+        self.last_activity = Instant::now();
+        match msg {
+            ActorMsg::Submit { waiter, ops } => {
+                self.incoming.extend(ops.into_iter().map(|op| Work {
+                    op,
+                    waiter: Some(waiter.clone()),
+                }));
+            }
+            ActorMsg::Join { peer, since } => self.join(peer, since),
+            ActorMsg::Leave { peer_id } => {
+                self.members.remove(&peer_id);
+                self.presence.shift_remove(&peer_id);
+            }
+            ActorMsg::Presence { peer, data } => {
+                if self.members.contains_key(&peer.id) {
+                    if self.presence.is_empty() {
+                        self.next_presence = self.next_presence.max(Instant::now());
+                    }
+                    self.presence.insert(peer.id, (peer, data));
+                } else {
+                    peer.send(&ServerMessage::Error {
+                        code: ServerError::NotJoined,
+                        message: format!("presence for {} before joining it", self.id),
+                    });
+                }
+            }
+            ActorMsg::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    /// Answers a join with the committed state (no batch is in flight between cycles).
+    fn join(&mut self, peer: Arc<Peer>, since: Option<Seq>) {
+        let seq = self.space.seq();
+        let oldest_kept = self.recent.front().map_or(seq + 1, |op| op.seq);
+        let ops = match since {
+            Some(since) if since == seq => Some(Vec::new()),
+            Some(since) if since < seq && since + 1 >= oldest_kept => Some(
+                self.recent
+                    .iter()
+                    .filter(|op| op.seq > since)
+                    .cloned()
+                    .collect(),
+            ),
+            // No resume point, one older than what memory keeps, or one the server never
+            // reached (the client's log came from elsewhere): the whole space.
+            _ => None,
+        };
+        let message = match ops {
+            Some(ops) => ServerMessage::Joined {
+                space_id: self.id.clone(),
+                seq,
+                snapshot: None,
+                ops,
+            },
+            None => ServerMessage::Joined {
+                space_id: self.id.clone(),
+                seq,
+                snapshot: Some(self.export()),
+                ops: Vec::new(),
+            },
+        };
+        if peer.send(&message) {
+            self.members.insert(peer.id, peer);
+        }
+    }
+
+    /// The space in the Kinopio client's shape, cached per seq.
+    fn export(&mut self) -> Value {
+        let seq = self.space.seq();
+        match &self.export {
+            Some((cached, value)) if *cached == seq => value.clone(),
+            _ => {
+                let value = self.space.state().to_kinopio();
+                self.export = Some((seq, value.clone()));
+                value
+            }
+        }
+    }
+
+    fn relay_presence(&mut self) {
+        if self.presence.is_empty() || Instant::now() < self.next_presence {
+            return;
+        }
+        self.next_presence = Instant::now() + self.shared.config.presence_tick;
+        for (peer_id, (peer, data)) in std::mem::take(&mut self.presence) {
+            let message = ServerMessage::Presence {
+                space_id: self.id.clone(),
+                client_id: peer.client_id.clone(),
+                data,
+            };
+            let mut encoded = Encoded::new(&message);
+            for member in self.members.values() {
+                if member.id != peer_id
+                    && let Some(frame) = encoded.frame(member.format)
+                {
+                    member.send_frame(frame);
+                }
+            }
+        }
+        self.members.retain(|_, member| !member.is_closed());
+    }
+
+    /// One cycle: apply, commit, answer. Loops through recoveries until the batch is settled.
+    async fn cycle(&mut self) -> Result<(), ActorError> {
+        let mut work: VecDeque<Work> = self.incoming.drain(..).collect();
+        // Ops held before this cycle come first if the cycle has to be redone.
+        let mut arrivals: IndexMap<String, Operation> = self.held.clone();
+        let mut outcomes: Outcomes = Vec::new();
+        let mut seq_conflicts = 0;
+
+        let now_ms = self.shared.now_ms();
+        match guarded(|| self.space.expire(now_ms)) {
+            Ok(expired) => {
+                for outcome in expired {
+                    self.note(outcome, None, None, &mut outcomes);
+                }
+            }
+            Err(message) => {
+                // Which held op broke it is unknown: quarantine them all rather than loop.
+                self.shared.metrics.actor_panics.inc();
+                tracing::error!(space_id = %self.id, panic = %message, "panic while expiring held ops");
+                let held: Vec<(String, Operation)> = self.held.drain(..).collect();
+                let rejections = held
+                    .into_iter()
+                    .map(|(operation_id, op)| internal_error(operation_id, op, &message))
+                    .collect::<Vec<_>>();
+                self.rebuild(&[]).await?;
+                for rejection in &rejections {
+                    self.space.remember(
+                        rejection.operation_id.clone(),
+                        Prior::Rejected {
+                            code: rejection.code,
+                            message: rejection.message.clone(),
+                        },
+                    );
+                }
+                let settled = rejections.into_iter().map(Outcome::Rejected).collect();
+                self.settle(settled).await;
+                arrivals.clear();
+            }
+        }
+
+        loop {
+            while let Some(Work { op, waiter }) = work.pop_front() {
+                let operation_id = op
+                    .envelope()
+                    .map(|envelope| envelope.operation_id)
+                    .unwrap_or_default();
+                if !operation_id.is_empty() {
+                    if let Some(waiter) = &waiter {
+                        // One answer per op id and connection, however often it was sent.
+                        let waiters = self.waiters.entry(operation_id.clone()).or_default();
+                        if !waiters.iter().any(|known| known.same_as(waiter)) {
+                            waiters.push(waiter.clone());
+                        }
+                    }
+                    arrivals
+                        .entry(operation_id.clone())
+                        .or_insert_with(|| op.clone());
+                }
+                let now_ms = self.shared.now_ms();
+                let fault = self.shared.config.fault.clone();
+                let space_id = self.id.clone();
+                let space = &mut self.space;
+                let result = guarded(|| {
+                    if let Some(fault) = &fault {
+                        fault(&space_id, &op);
+                    }
+                    space.submit(op.clone(), now_ms)
+                });
+                match result {
+                    Ok(results) => {
+                        for outcome in results {
+                            self.note(outcome, Some(&op), waiter.as_ref(), &mut outcomes);
+                        }
+                    }
+                    Err(message) => {
+                        self.shared.metrics.actor_panics.inc();
+                        tracing::error!(
+                            space_id = %self.id,
+                            operation_id = %operation_id,
+                            panic = %message,
+                            "panic while applying an op; quarantining it and restarting the space from the store"
+                        );
+                        arrivals.shift_remove(&operation_id);
+                        let rejection = internal_error(operation_id.clone(), op, &message);
+                        if operation_id.is_empty() {
+                            if let Some(waiter) = &waiter {
+                                waiter.answer(
+                                    &self.id,
+                                    "",
+                                    Answer::Rejected {
+                                        code: rejection.code,
+                                        message: rejection.message.clone(),
+                                    },
+                                );
+                            }
+                        } else {
+                            self.quarantine(std::slice::from_ref(&rejection)).await;
+                            self.answer_all(
+                                &operation_id,
+                                Answer::Rejected {
+                                    code: rejection.code,
+                                    message: rejection.message.clone(),
+                                },
+                            );
+                        }
+                        let verdict = (!operation_id.is_empty()).then(|| {
+                            (
+                                operation_id.clone(),
+                                Prior::Rejected {
+                                    code: rejection.code,
+                                    message: rejection.message.clone(),
+                                },
+                            )
+                        });
+                        self.rebuild(verdict.as_slice()).await?;
+                        work = self.redo(&mut arrivals, &HashSet::new(), work);
+                        outcomes.clear();
+                    }
+                }
+            }
+
+            let entries: Vec<NewLogEntry> = outcomes
+                .iter()
+                .filter_map(|outcome| match outcome {
+                    Outcome::Applied(applied) => Some(NewLogEntry {
+                        space_id: self.id.clone(),
+                        seq: applied.seq,
+                        operation_id: applied.operation_id.clone(),
+                        client_id: self
+                            .waiters
+                            .get(&applied.operation_id)
+                            .and_then(|waiters| waiters.first())
+                            .and_then(|waiter| waiter.client_id())
+                            .map(str::to_owned),
+                        op: applied.op.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let result = match self.shared.committer.commit(entries).await {
+                Some(result) => result,
+                None => return Err(ActorError::Load("the committer stopped".to_owned())),
+            };
+            let poison = match result {
+                CommitResult::Committed => {
+                    self.settle(std::mem::take(&mut outcomes)).await;
+                    break;
+                }
+                CommitResult::Poison(poison) => poison,
+            };
+
+            // Outcomes before the refused row are durable and answered now.
+            let position = outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, outcome)| matches!(outcome, Outcome::Applied(_)))
+                .nth(poison.index)
+                .map_or(outcomes.len(), |(position, _)| position);
+            let mut rest = outcomes.split_off(position);
+            let settled_before = std::mem::take(&mut outcomes);
+            let mut settled: HashSet<String> = settled_before.iter().map(outcome_id).collect();
+            self.settle(settled_before).await;
+            let Some(Outcome::Applied(refused)) = (!rest.is_empty()).then(|| rest.remove(0)) else {
+                break;
+            };
+            let mut verdicts = Vec::new();
+            match poison.kind {
+                PoisonKind::DuplicateOperation => {
+                    // A replay of an op older than this actor's memory: answer its original seq.
+                    let prior = self.prior_with_retry(&refused.operation_id).await;
+                    if let Some(PriorRecord::Logged(seq)) = prior {
+                        self.shared.metrics.ops_duplicate.inc();
+                        self.answer_all(
+                            &refused.operation_id,
+                            Answer::Ack {
+                                seq,
+                                duplicate: true,
+                            },
+                        );
+                        verdicts.push((refused.operation_id.clone(), Prior::Accepted(seq)));
+                        settled.insert(refused.operation_id.clone());
+                    } else {
+                        let rejection = Rejection {
+                            operation_id: refused.operation_id.clone(),
+                            code: RejectCode::ConstraintViolation,
+                            message: format!("the store refused the op: {}", poison.error),
+                            op: refused.op.clone(),
+                            repeated: false,
+                        };
+                        verdicts.push(self.refuse_for_good(rejection).await);
+                        settled.insert(refused.operation_id.clone());
+                    }
+                }
+                PoisonKind::Refused => {
+                    let rejection = Rejection {
+                        operation_id: refused.operation_id.clone(),
+                        code: RejectCode::ConstraintViolation,
+                        message: format!("the store refused the op: {}", poison.error),
+                        op: refused.op.clone(),
+                        repeated: false,
+                    };
+                    tracing::warn!(space_id = %self.id, operation_id = %refused.operation_id, error = %poison.error, "the store refused an op; quarantined");
+                    verdicts.push(self.refuse_for_good(rejection).await);
+                    settled.insert(refused.operation_id.clone());
+                }
+                PoisonKind::SeqTaken => {
+                    seq_conflicts += 1;
+                    tracing::warn!(space_id = %self.id, seq = refused.seq, "sequence number already taken in the log: another writer; reloading the space");
+                    if seq_conflicts > 3 {
+                        // Give up on this cycle rather than loop: nothing was applied, the
+                        // clients retry.
+                        self.rebuild(&[]).await?;
+                        for (operation_id, _) in arrivals.drain(..) {
+                            self.answer_all(
+                                &operation_id,
+                                Answer::Rejected {
+                                    code: RejectCode::StoreUnavailable,
+                                    message:
+                                        "the space's log is being written by someone else; retry"
+                                            .to_owned(),
+                                },
+                            );
+                        }
+                        self.held.clear();
+                        return Ok(());
+                    }
+                }
+            }
+            self.rebuild(&verdicts).await?;
+            work = self.redo(&mut arrivals, &settled, work);
+        }
+        self.after_commit();
+        Ok(())
+    }
+
+    /// Quarantines an op and answers it; returns the verdict the rebuilt space remembers.
+    async fn refuse_for_good(&mut self, rejection: Rejection) -> (String, Prior) {
+        self.quarantine(std::slice::from_ref(&rejection)).await;
+        self.shared.metrics.rejected(rejection.code.as_str());
+        self.answer_all(
+            &rejection.operation_id,
+            Answer::Rejected {
+                code: rejection.code,
+                message: rejection.message.clone(),
+            },
+        );
+        (
+            rejection.operation_id,
+            Prior::Rejected {
+                code: rejection.code,
+                message: rejection.message,
+            },
+        )
+    }
+
+    /// The ops to apply again after a rebuild: every arrival not settled, in arrival order,
+    /// then the work not reached yet. Their waiters are still registered.
+    fn redo(
+        &mut self,
+        arrivals: &mut IndexMap<String, Operation>,
+        settled: &HashSet<String>,
+        rest: VecDeque<Work>,
+    ) -> VecDeque<Work> {
+        self.held.clear();
+        let mut work: VecDeque<Work> = arrivals
+            .drain(..)
+            .filter(|(operation_id, _)| !settled.contains(operation_id))
+            .map(|(_, op)| Work { op, waiter: None })
+            .collect();
+        work.extend(rest);
+        work
+    }
+
+    /// Records an outcome of the core: answers `held` at once, keeps the rest for after the
+    /// commit. `op` and `waiter` are those of the op just submitted (a `held` is always its).
+    fn note(
+        &mut self,
+        outcome: Outcome,
+        op: Option<&Operation>,
+        waiter: Option<&Waiter>,
+        outcomes: &mut Outcomes,
+    ) {
+        match outcome {
+            Outcome::Held {
+                operation_id,
+                waiting_for,
+            } => {
+                if let Some(op) = op
+                    && !self.held.contains_key(&operation_id)
+                {
+                    self.shared.metrics.ops_held.inc();
+                    self.held.insert(operation_id.clone(), op.clone());
+                }
+                if let Some(waiter) = waiter {
+                    waiter.answer(&self.id, &operation_id, Answer::Held { waiting_for });
+                }
+            }
+            Outcome::Rejected(rejection) if rejection.operation_id.is_empty() => {
+                // No usable id: nothing to quarantine it under or to wait for; answer now.
+                self.shared.metrics.rejected(rejection.code.as_str());
+                if let Some(waiter) = waiter {
+                    waiter.answer(
+                        &self.id,
+                        "",
+                        Answer::Rejected {
+                            code: rejection.code,
+                            message: rejection.message,
+                        },
+                    );
+                }
+            }
+            other => {
+                self.held.shift_remove(outcome_id_ref(&other));
+                outcomes.push(other);
+            }
+        }
+    }
+
+    /// Answers durable outcomes in order: quarantine first, then acks, rejections and
+    /// broadcasts.
+    async fn settle(&mut self, outcomes: Outcomes) {
+        let rejections: Vec<Rejection> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Outcome::Rejected(rejection) if rejection.code.is_quarantined() => {
+                    Some(rejection.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        self.quarantine(&rejections).await;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Applied(applied) => {
+                    self.shared.metrics.ops_accepted.inc();
+                    let waiters = self
+                        .waiters
+                        .remove(&applied.operation_id)
+                        .unwrap_or_default();
+                    for waiter in &waiters {
+                        waiter.answer(
+                            &self.id,
+                            &applied.operation_id,
+                            Answer::Ack {
+                                seq: applied.seq,
+                                duplicate: false,
+                            },
+                        );
+                    }
+                    let message = ServerMessage::Broadcast {
+                        space_id: self.id.clone(),
+                        seq: applied.seq,
+                        op: applied.op,
+                    };
+                    let mut encoded = Encoded::new(&message);
+                    let senders: Vec<u64> = waiters.iter().filter_map(Waiter::peer_id).collect();
+                    for member in self.members.values() {
+                        if !senders.contains(&member.id)
+                            && let Some(frame) = encoded.frame(member.format)
+                        {
+                            self.shared.metrics.broadcasts.inc();
+                            member.send_frame(frame);
+                        }
+                    }
+                    if let ServerMessage::Broadcast { seq, op, .. } = message {
+                        self.recent.push_back(SequencedOperation { seq, op });
+                    }
+                }
+                Outcome::Duplicate { operation_id, seq } => {
+                    self.shared.metrics.ops_duplicate.inc();
+                    self.answer_all(
+                        &operation_id,
+                        Answer::Ack {
+                            seq,
+                            duplicate: true,
+                        },
+                    );
+                }
+                Outcome::Rejected(rejection) => {
+                    self.shared.metrics.rejected(rejection.code.as_str());
+                    if rejection.code.is_quarantined() {
+                        tracing::info!(
+                            space_id = %self.id,
+                            operation_id = %rejection.operation_id,
+                            code = %rejection.code,
+                            detail = %rejection.message,
+                            repeated = rejection.repeated,
+                            "op rejected and quarantined"
+                        );
+                    }
+                    self.answer_all(
+                        &rejection.operation_id,
+                        Answer::Rejected {
+                            code: rejection.code,
+                            message: rejection.message,
+                        },
+                    );
+                }
+                Outcome::Held { .. } => {}
+            }
+        }
+        while self.recent.len() > self.shared.config.resume_window {
+            self.recent.pop_front();
+        }
+        self.members.retain(|_, member| !member.is_closed());
+    }
+
+    fn answer_all(&mut self, operation_id: &str, answer: Answer) {
+        for waiter in self.waiters.remove(operation_id).unwrap_or_default() {
+            waiter.answer(&self.id, operation_id, answer.clone());
+        }
+    }
+
+    /// Writes rejections to the quarantine table, retrying transient errors. A permanent
+    /// error is logged and the op is still answered (it was never applied).
+    async fn quarantine(&self, rejections: &[Rejection]) {
+        if rejections.is_empty() {
+            return;
+        }
+        let records: Vec<NewQuarantine> = rejections
+            .iter()
+            .map(|rejection| NewQuarantine {
+                space_id: self.id.clone(),
+                operation_id: rejection.operation_id.clone(),
+                client_id: self
+                    .waiters
+                    .get(&rejection.operation_id)
+                    .and_then(|waiters| waiters.first())
+                    .and_then(|waiter| waiter.client_id())
+                    .map(str::to_owned),
+                op: rejection.op.clone(),
+                code: rejection.code.as_str().to_owned(),
+                detail: rejection.message.clone(),
+            })
+            .collect();
+        let mut attempt = 0;
+        loop {
+            match self.shared.store.quarantine_batch(&records).await {
+                Ok(()) => {
+                    self.shared.metrics.quarantined.inc_by(records.len() as u64);
+                    return;
+                }
+                Err(error) if error.is_transient() => {
+                    attempt += 1;
+                    if attempt == 1 {
+                        tracing::warn!(space_id = %self.id, %error, "cannot write the quarantine; retrying");
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(error) => {
+                    tracing::error!(space_id = %self.id, %error, "the quarantine write was refused; the ops are rejected but not recorded");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn prior_with_retry(&self, operation_id: &str) -> Option<PriorRecord> {
+        let mut attempt = 0;
+        loop {
+            match self.shared.store.prior(&self.id, operation_id).await {
+                Ok(prior) => return prior,
+                Err(error) if error.is_transient() && attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(error) => {
+                    tracing::error!(space_id = %self.id, operation_id, %error, "cannot look up an op");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Replaces the space with its committed state from the store (retrying transient errors)
+    /// and records the verdicts reached for the ops that caused the rebuild.
+    async fn rebuild(&mut self, verdicts: &[(String, Prior)]) -> Result<(), ActorError> {
+        let mut attempt = 0;
+        let loaded = loop {
+            match load(
+                &*self.shared.store,
+                &self.id,
+                self.shared.config.space.clone(),
+            )
+            .await
+            {
+                Ok(loaded) => break loaded,
+                Err((error, true)) => {
+                    attempt += 1;
+                    if attempt == 1 {
+                        tracing::warn!(space_id = %self.id, %error, "cannot reload the space; retrying");
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err((error, false)) => return Err(ActorError::Load(error)),
+            }
+        };
+        self.space = loaded.space;
+        self.export = None;
+        for (operation_id, prior) in verdicts {
+            self.space.remember(operation_id.clone(), prior.clone());
+        }
+        Ok(())
+    }
+
+    fn after_commit(&mut self) {
+        if self.space.seq() >= self.last_snapshot_seq + self.shared.config.snapshot_every.max(1) {
+            self.snapshot_in_background();
+        }
+    }
+
+    fn stored_snapshot(&self) -> Option<StoredSnapshot> {
+        let snapshot = Snapshot::of(&self.space);
+        match snapshot.encode() {
+            Ok(data) => Some(StoredSnapshot {
+                seq: snapshot.seq,
+                format: i32::try_from(snapshot.version).unwrap_or(1),
+                data,
+            }),
+            Err(error) => {
+                tracing::error!(space_id = %self.id, %error, "cannot encode a snapshot");
+                None
+            }
+        }
+    }
+
+    fn snapshot_in_background(&mut self) {
+        let Some(snapshot) = self.stored_snapshot() else {
+            return;
+        };
+        self.last_snapshot_seq = snapshot.seq;
+        let shared = self.shared.clone();
+        let space_id = self.id.clone();
+        self.shared.actors.spawn(async move {
+            match shared.store.write_snapshot(&space_id, &snapshot).await {
+                Ok(()) => {
+                    shared.metrics.snapshots_written.inc();
+                }
+                Err(error) => {
+                    tracing::warn!(space_id, %error, "cannot write a snapshot; the log still has every op");
+                }
+            }
+        });
+    }
+
+    async fn snapshot_now(&mut self) {
+        if self.space.seq() == self.last_snapshot_seq {
+            return;
+        }
+        let Some(snapshot) = self.stored_snapshot() else {
+            return;
+        };
+        match self.shared.store.write_snapshot(&self.id, &snapshot).await {
+            Ok(()) => {
+                self.last_snapshot_seq = snapshot.seq;
+                self.shared.metrics.snapshots_written.inc();
+            }
+            Err(error) => {
+                tracing::warn!(space_id = %self.id, %error, "cannot write the final snapshot; the log still has every op");
+            }
+        }
+    }
+
+    /// Unloads an idle space: snapshot, leave the registry, and hand any message that slipped
+    /// in meanwhile to a fresh actor (which loads what this one committed).
+    async fn unload(&mut self) {
+        self.snapshot_now().await;
+        self.shared.unregister(&self.id, self.generation);
+        self.rx.close();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Err(error) = self.shared.dispatch(&self.id, msg) {
+                let (crate::shared::DispatchError::Overloaded(msg)
+                | crate::shared::DispatchError::ShuttingDown(msg)) = error;
+                refuse(&self.id, msg, "the space was unloading");
+            }
+        }
+        tracing::debug!(space_id = %self.id, "space unloaded");
+    }
+
+    /// Shutdown: everything queued was applied and committed by the last cycle; held ops are
+    /// answered `shutting_down` (retryable), a snapshot is written, the actor leaves.
+    async fn stop(&mut self) {
+        // Anything that arrived in the same breath is applied too.
+        while let Ok(msg) = self.rx.try_recv() {
+            self.handle(msg);
+        }
+        if !self.incoming.is_empty() && self.cycle().await.is_err() {
+            return;
+        }
+        for (operation_id, _) in std::mem::take(&mut self.held) {
+            self.answer_all(
+                &operation_id,
+                Answer::Rejected {
+                    code: RejectCode::ShuttingDown,
+                    message: "the server is shutting down; resubmit on the next connection"
+                        .to_owned(),
+                },
+            );
+        }
+        self.snapshot_now().await;
+        self.shared.unregister(&self.id, self.generation);
+    }
+
+    /// The actor cannot go on (its log cannot be read back): every waiter and member is told,
+    /// and the space is left unloaded, never replaced by an empty one.
+    fn fail(&mut self, reason: &str) {
+        tracing::error!(space_id = %self.id, reason, "space actor stopped");
+        self.shared.unregister(&self.id, self.generation);
+        for (operation_id, waiters) in std::mem::take(&mut self.waiters) {
+            for waiter in waiters {
+                waiter.answer(
+                    &self.id,
+                    &operation_id,
+                    Answer::Rejected {
+                        code: RejectCode::StoreUnavailable,
+                        message: format!("the space cannot be loaded right now: {reason}"),
+                    },
+                );
+            }
+        }
+        for member in self.members.values() {
+            member.send(&ServerMessage::Error {
+                code: ServerError::SpaceUnavailable,
+                message: format!("space {} stopped: {reason}; rejoin later", self.id),
+            });
+        }
+        let (_, rx) = mpsc::channel(1);
+        let rx = std::mem::replace(&mut self.rx, rx);
+        refuse_all(&self.id, rx, reason);
+    }
+}
+
+fn internal_error(operation_id: String, op: Operation, panic: &str) -> Rejection {
+    Rejection {
+        operation_id,
+        code: RejectCode::InternalError,
+        message: format!("the server failed while applying this op ({panic}); it was quarantined"),
+        op,
+        repeated: false,
+    }
+}
+
+fn outcome_id(outcome: &Outcome) -> String {
+    outcome_id_ref(outcome).to_owned()
+}
+
+fn outcome_id_ref(outcome: &Outcome) -> &str {
+    match outcome {
+        Outcome::Applied(applied) => &applied.operation_id,
+        Outcome::Duplicate { operation_id, .. } | Outcome::Held { operation_id, .. } => {
+            operation_id
+        }
+        Outcome::Rejected(rejection) => &rejection.operation_id,
+    }
+}

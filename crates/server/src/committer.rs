@@ -1,0 +1,181 @@
+//! Group commit: actors hand their batches to the committer, which writes everything that
+//! queued up meanwhile (from any number of spaces) in one transaction. Each actor has at most
+//! one batch in flight, so a space's rows are always committed in seq order. Transient store
+//! errors are retried with backoff and jitter until they pass; nothing is acknowledged
+//! meanwhile. A poison row fails only the batch of its own space; the others are written again
+//! without it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use spacesync_store::{NewLogEntry, Poison, Store};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// What became of one actor's batch.
+#[derive(Debug)]
+pub enum CommitResult {
+    /// Every row is durable.
+    Committed,
+    /// The first `poison.index` rows are durable; the row at that index was refused and the
+    /// rows after it were not written.
+    Poison(Poison),
+}
+
+struct Request {
+    entries: Vec<NewLogEntry>,
+    reply: oneshot::Sender<CommitResult>,
+}
+
+/// The handle actors commit through.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Request")
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Committer {
+    /// Starts the committer task.
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        max_rows: usize,
+        concurrency: usize,
+    ) -> Committer {
+        let (tx, rx) = mpsc::channel(16_384);
+        tokio::spawn(run(store, metrics, rx, max_rows.max(1), concurrency.max(1)));
+        Committer { tx }
+    }
+
+    /// Commits a batch of one space and waits for the outcome.
+    pub async fn commit(&self, entries: Vec<NewLogEntry>) -> Option<CommitResult> {
+        if entries.is_empty() {
+            return Some(CommitResult::Committed);
+        }
+        let (reply, result) = oneshot::channel();
+        self.tx.send(Request { entries, reply }).await.ok()?;
+        result.await.ok()
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Request>,
+    max_rows: usize,
+    concurrency: usize,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    loop {
+        // Wait for a free slot first: requests keep queueing (and batching) meanwhile.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut rows = first.entries.len();
+        let mut batch = vec![first];
+        while rows < max_rows {
+            match rx.try_recv() {
+                Ok(request) => {
+                    rows += request.entries.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let store = store.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            write(&*store, &metrics, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Writes requests until each has its answer.
+async fn write(store: &dyn Store, metrics: &Metrics, mut batch: Vec<Request>) {
+    while !batch.is_empty() {
+        let entries: Vec<NewLogEntry> = batch
+            .iter()
+            .flat_map(|request| request.entries.iter().cloned())
+            .collect();
+        let outcome = append_retrying(store, metrics, &entries).await;
+        let Some(poison) = outcome.poison else {
+            for request in batch {
+                let _ = request.reply.send(CommitResult::Committed);
+            }
+            return;
+        };
+        // Requests wholly before the poison row committed; the one holding it is answered
+        // with its local index; those after it were not written and go again.
+        let index = poison.index;
+        let mut poison = Some(poison);
+        let mut start = 0;
+        let mut rest = Vec::new();
+        for request in batch {
+            let end = start + request.entries.len();
+            if end <= index {
+                let _ = request.reply.send(CommitResult::Committed);
+            } else if start <= index {
+                if let Some(mut poison) = poison.take() {
+                    poison.index = index - start;
+                    let _ = request.reply.send(CommitResult::Poison(poison));
+                }
+            } else {
+                rest.push(request);
+            }
+            start = end;
+        }
+        batch = rest;
+    }
+}
+
+async fn append_retrying(
+    store: &dyn Store,
+    metrics: &Metrics,
+    entries: &[NewLogEntry],
+) -> spacesync_store::AppendOutcome {
+    let mut attempt: u32 = 0;
+    loop {
+        let started = Instant::now();
+        match store.append(entries).await {
+            Ok(outcome) => {
+                metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.commit_rows.observe(entries.len() as f64);
+                return outcome;
+            }
+            Err(error) => {
+                // Permanent errors of a whole batch (not of one row) are retried too: acks
+                // wait rather than lose an op. They show in the log and the retry metric.
+                attempt = attempt.saturating_add(1);
+                metrics.commit_retries.inc();
+                let delay = backoff(attempt);
+                if attempt == 1 || attempt.is_multiple_of(20) {
+                    tracing::warn!(%error, attempt, rows = entries.len(), ?delay, "commit failed; retrying");
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 20 ms to 2 s with full jitter on the upper half.
+pub fn backoff(attempt: u32) -> Duration {
+    let base_ms = 20u64.saturating_mul(1 << attempt.min(7)).min(2_000);
+    let jitter = rand::rng().random_range(0..=base_ms / 2);
+    Duration::from_millis(base_ms / 2 + jitter)
+}

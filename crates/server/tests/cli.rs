@@ -1,0 +1,255 @@
+//! The `spacesync` binary: serve, migrate, doctor and quarantine, driven as an operator would.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use serde_json::json;
+use spacesync_client::ClientError;
+use spacesync_protocol::Format;
+use spacesync_testkit::{TestDatabase, execute, query_i64};
+
+fn spacesync() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spacesync"));
+    command.env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    command
+}
+
+fn run(args: &[&str], database: &str) -> (i32, String, String) {
+    let output = spacesync()
+        .args(args)
+        .env("DATABASE_URL", database)
+        .output()
+        .expect("runs spacesync");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A running `spacesync serve` and the address it printed.
+struct Serving {
+    child: Child,
+    address: std::net::SocketAddr,
+}
+
+fn serve(database: &str, extra: &[&str]) -> Serving {
+    let mut child = spacesync()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database,
+        ])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts spacesync serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("serve printed where it listens before ending")
+            .expect("reads stderr");
+        if let Some(rest) = line.split("serving on ws://").nth(1) {
+            let address = rest.split('/').next().unwrap_or_default();
+            break address.parse().expect("an address");
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Serving { child, address }
+}
+
+impl Serving {
+    /// SIGTERM, then the exit code.
+    fn terminate(mut self) -> i32 {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        self.child.wait().expect("waits").code().unwrap_or(-1)
+    }
+}
+
+const INDEXES: &str = "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'";
+const TABLES: &str = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_schema_that_is_behind_and_changes_nothing() {
+    let Some(database) = TestDatabase::create("cli_behind").await else {
+        return;
+    };
+    let (code, _, stderr) = run(&["serve", "--listen", "127.0.0.1:0"], database.url());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("spacesync migrate"), "{stderr}");
+    assert_eq!(
+        query_i64(database.url(), TABLES).await,
+        0,
+        "serve created nothing"
+    );
+    // Without any database configured it says how to configure one.
+    let output = spacesync().args(["doctor"]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_boots_leave_the_schema_and_its_indexes_unchanged() {
+    let Some(database) = TestDatabase::create("cli_thirty_boots").await else {
+        return;
+    };
+    let url = database.url().to_owned();
+    // The first boot migrates (explicitly); it serves a client and shuts down cleanly.
+    let serving = serve(&url, &["--migrate"]);
+    let (status, body) = http_get(serving.address, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let ws = format!("ws://{}/ws", serving.address);
+    let mut alice = Member::join(&ws, Format::Json, "alice", "boots", None).await;
+    alice.submit(vec![card("b1", "a")]).await;
+    alice.answered(&["b1"]).await;
+    let indexes = query_i64(&url, INDEXES).await;
+    let tables = query_i64(&url, TABLES).await;
+    assert!(indexes >= 4, "{indexes}");
+    let code = tokio::task::spawn_blocking(move || serving.terminate())
+        .await
+        .expect("terminates");
+    assert_eq!(code, 0, "SIGTERM exits 0");
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match alice.client.recv().await {
+                Ok(_) => continue,
+                Err(error) => return error,
+            }
+        }
+    })
+    .await
+    .expect("closed");
+    assert!(
+        matches!(closed, ClientError::Closed { code: 1001, .. }),
+        "{closed:?}"
+    );
+
+    for boot in 1..30 {
+        let serving = serve(&url, &[]);
+        let (status, body) = http_get(serving.address, "/readyz").await;
+        assert_eq!(status, 200, "boot {boot}: {body}");
+        let code = tokio::task::spawn_blocking(move || serving.terminate())
+            .await
+            .expect("terminates");
+        assert_eq!(code, 0, "boot {boot}");
+        assert_eq!(query_i64(&url, INDEXES).await, indexes, "boot {boot}");
+    }
+    assert_eq!(query_i64(&url, TABLES).await, tables);
+    let (code, stdout, _) = run(&["doctor"], &url);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("schema is clean"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_flags_a_hand_added_duplicate_index() {
+    let Some(database) = TestDatabase::create("cli_doctor").await else {
+        return;
+    };
+    let (code, stdout, stderr) = run(&["migrate"], database.url());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, _) = run(&["doctor"], database.url());
+    assert_eq!(code, 0, "{stdout}");
+    execute(
+        database.url(),
+        "CREATE UNIQUE INDEX op_log_by_operation ON op_log (space_id, operation_id)",
+    )
+    .await;
+    let (code, stdout, _) = run(&["doctor"], database.url());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("duplicate indexes"), "{stdout}");
+    assert!(stdout.contains("op_log_by_operation"), "{stdout}");
+    assert!(
+        stdout.contains("extra index: op_log_by_operation"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_ops_are_listed_shown_released_and_dropped() {
+    let Some(database) = TestDatabase::create("cli_quarantine").await else {
+        return;
+    };
+    let url = database.url().to_owned();
+    let store = migrated_store(&url).await;
+    let waits = connection("q1", "c", "a", "b");
+    store
+        .quarantine(
+            "qs",
+            "q1",
+            Some("alice"),
+            &waits,
+            "dependency_timeout",
+            "waited for a, b",
+        )
+        .await
+        .expect("quarantines");
+    store
+        .quarantine(
+            "qs",
+            "q2",
+            Some("alice"),
+            &card("q2", "a"),
+            "internal_error",
+            "a bug, since fixed",
+        )
+        .await
+        .expect("quarantines");
+    store
+        .quarantine(
+            "qs",
+            "q3",
+            None,
+            &op("teleport", "q3", json!({})),
+            "unknown_operation",
+            "unknown",
+        )
+        .await
+        .expect("quarantines");
+
+    let (code, stdout, _) = run(&["quarantine", "list"], &url);
+    assert_eq!(code, 0);
+    for id in ["q1", "q2", "q3"] {
+        assert!(stdout.contains(id), "{stdout}");
+    }
+    let (code, stdout, _) = run(&["quarantine", "list", "--json", "--space", "qs"], &url);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 3);
+    let (code, stdout, _) = run(&["quarantine", "show", "qs", "q1"], &url);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(shown["code"], json!("dependency_timeout"));
+    assert_eq!(shown["payload"]["body"]["startItemId"], json!("a"));
+
+    // The connection still waits for its cards: not released.
+    let (code, _, stderr) = run(&["quarantine", "release", "qs", "q1"], &url);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("still waits"), "{stderr}");
+    // The card applies: released at seq 1, out of the quarantine, in the log.
+    let (code, stdout, stderr) = run(&["quarantine", "release", "qs", "q2"], &url);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("seq 1"), "{stdout}");
+    assert_eq!(logged(&url, "qs").await, [(1, "q2".to_owned())]);
+    let (code, _, _) = run(&["quarantine", "drop", "qs", "q3"], &url);
+    assert_eq!(code, 0);
+    let (code, _, _) = run(&["quarantine", "drop", "qs", "q3"], &url);
+    assert_eq!(code, 1, "already gone");
+    let left: Vec<String> = quarantined(&url, "qs")
+        .await
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(left, ["q1"]);
+}

@@ -1,0 +1,292 @@
+//! Shared helpers of the server tests: a server on a database of its own, clients that record
+//! what they receive, and ops.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use spacesync_client::Client;
+use spacesync_protocol::{Format, Operation, RejectCode, Seq, ServerError, ServerMessage};
+use spacesync_server::{Server, ServerConfig};
+use spacesync_store::{PgStore, Store};
+
+/// Every wait in these tests is bounded by this; reaching it fails the test (it is not a
+/// timing assertion: the awaited message never came).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn op(name: &str, operation_id: &str, body: Value) -> Operation {
+    let mut body = body;
+    if let Some(object) = body.as_object_mut() {
+        object.insert("operationId".into(), json!(operation_id));
+    }
+    Operation::new(name, body)
+}
+
+pub fn card(operation_id: &str, id: &str) -> Operation {
+    op(
+        "createCard",
+        operation_id,
+        json!({"id": id, "x": 10, "y": 20, "name": id}),
+    )
+}
+
+pub fn connection(operation_id: &str, id: &str, start: &str, end: &str) -> Operation {
+    op(
+        "createConnection",
+        operation_id,
+        json!({"id": id, "startItemId": start, "endItemId": end}),
+    )
+}
+
+pub async fn migrated_store(url: &str) -> PgStore {
+    let store = PgStore::connect(url, 8).expect("pool");
+    store.migrate().await.expect("migrates");
+    store
+}
+
+pub async fn start(store: Arc<dyn Store>, config: ServerConfig) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    Server::start(config, store, listener).expect("starts")
+}
+
+pub fn ws_url(server: &Server) -> String {
+    format!("ws://{}/ws", server.local_addr())
+}
+
+/// A client that records what it receives for one space.
+pub struct Member {
+    pub client: Client,
+    pub space: String,
+    /// Seqs of acks (not duplicates) and broadcasts, in the order received.
+    pub seqs: Vec<Seq>,
+    pub acks: HashMap<String, (Seq, bool)>,
+    pub held: HashSet<String>,
+    pub rejected: HashMap<String, (RejectCode, bool, String)>,
+    pub broadcasts: Vec<(Seq, Operation)>,
+    pub errors: Vec<(ServerError, String)>,
+    pub presence: Vec<(String, Value)>,
+    pub joined_seq: Option<Seq>,
+    pub snapshot: Option<Value>,
+    pub joined_ops: Vec<Seq>,
+}
+
+impl Member {
+    pub async fn connect(url: &str, format: Format, client_id: &str, space: &str) -> Member {
+        let client = Client::connect(url, format, Some(client_id))
+            .await
+            .expect("connects");
+        Member {
+            client,
+            space: space.to_owned(),
+            seqs: Vec::new(),
+            acks: HashMap::new(),
+            held: HashSet::new(),
+            rejected: HashMap::new(),
+            broadcasts: Vec::new(),
+            errors: Vec::new(),
+            presence: Vec::new(),
+            joined_seq: None,
+            snapshot: None,
+            joined_ops: Vec::new(),
+        }
+    }
+
+    /// Connects and joins; returns once `joined` arrived.
+    pub async fn join(
+        url: &str,
+        format: Format,
+        client_id: &str,
+        space: &str,
+        since: Option<Seq>,
+    ) -> Member {
+        let mut member = Member::connect(url, format, client_id, space).await;
+        member.client.join(space, since).await.expect("sends join");
+        member.until(|member| member.joined_seq.is_some()).await;
+        member
+    }
+
+    pub async fn submit(&mut self, ops: Vec<Operation>) {
+        let space = self.space.clone();
+        self.client.submit(&space, ops).await.expect("submits");
+    }
+
+    /// Reads messages until `done` holds.
+    pub async fn until(&mut self, done: impl Fn(&Member) -> bool) {
+        let waited = tokio::time::timeout(PATIENCE, async {
+            while !done(self) {
+                let message = self.client.recv().await.expect("receives");
+                self.record(message);
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "timed out; so far: acks {:?}, rejected {:?}, held {:?}, seqs {:?}, errors {:?}",
+            self.acks,
+            self.rejected,
+            self.held,
+            self.seqs,
+            self.errors
+        );
+    }
+
+    /// Waits for a final answer (ack or rejection) to each op id.
+    pub async fn answered(&mut self, ids: &[&str]) {
+        let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+        self.until(move |member| {
+            ids.iter()
+                .all(|id| member.acks.contains_key(id) || member.rejected.contains_key(id))
+        })
+        .await;
+    }
+
+    pub fn record(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Ack {
+                operation_id,
+                seq,
+                duplicate,
+                space_id,
+            } => {
+                assert_eq!(space_id, self.space);
+                if !duplicate {
+                    self.seqs.push(seq);
+                }
+                self.acks.insert(operation_id, (seq, duplicate));
+            }
+            ServerMessage::Held { operation_id, .. } => {
+                self.held.insert(operation_id);
+            }
+            ServerMessage::Rejected {
+                operation_id,
+                code,
+                permanent,
+                message,
+                ..
+            } => {
+                self.rejected
+                    .insert(operation_id, (code, permanent, message));
+            }
+            ServerMessage::Broadcast { seq, op, space_id } => {
+                assert_eq!(space_id, self.space);
+                self.seqs.push(seq);
+                self.broadcasts.push((seq, op));
+            }
+            ServerMessage::Joined {
+                seq, snapshot, ops, ..
+            } => {
+                self.joined_seq = Some(seq);
+                self.snapshot = snapshot;
+                self.joined_ops = ops.iter().map(|op| op.seq).collect();
+                self.seqs.extend(ops.iter().map(|op| op.seq));
+            }
+            ServerMessage::Error { code, message } => self.errors.push((code, message)),
+            ServerMessage::Presence {
+                client_id, data, ..
+            } => self.presence.push((client_id, data)),
+            ServerMessage::Welcome { .. } | ServerMessage::Left { .. } => {}
+        }
+    }
+
+    /// The seqs seen since joining are exactly `from..=to`, in order.
+    pub fn assert_gapless(&self, from: Seq, to: Seq) {
+        let expected: Vec<Seq> = (from..=to).collect();
+        assert_eq!(
+            self.seqs,
+            expected,
+            "seqs seen by {}",
+            self.client.client_id()
+        );
+    }
+}
+
+/// The cards, connections, … of a space as a fresh client downloads it.
+pub async fn download(url: &str, space: &str) -> (Seq, Value) {
+    let member = Member::join(url, Format::Json, "downloader", space, None).await;
+    (
+        member.joined_seq.unwrap(),
+        member
+            .snapshot
+            .expect("a join without since gets the whole space"),
+    )
+}
+
+pub fn ids(space: &Value, collection: &str) -> Vec<String> {
+    let mut ids: Vec<String> = space[collection]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// The op ids in a space's log, in seq order, straight from the database.
+pub async fn logged(url: &str, space: &str) -> Vec<(i64, String)> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query(
+            "SELECT seq, operation_id FROM op_log WHERE space_id = $1 ORDER BY seq",
+            &[&space],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+pub async fn quarantined(url: &str, space: &str) -> Vec<(String, String, i32)> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query(
+            "SELECT operation_id, code, attempts FROM quarantine WHERE space_id = $1 ORDER BY operation_id",
+            &[&space],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("reads");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
