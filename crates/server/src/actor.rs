@@ -147,9 +147,13 @@ struct Actor {
     /// Committed ops, newest last, for resuming clients.
     recent: VecDeque<SequencedOperation>,
     incoming: Vec<Work>,
+    /// Joins to answer after the current cycle, from the committed state.
+    joins: Vec<(Arc<Peer>, Option<Seq>)>,
     presence: IndexMap<u64, (Arc<Peer>, Value)>,
     next_presence: Instant,
     last_snapshot_seq: Seq,
+    /// The seq of the last op known durable (equal to `space.seq()` between cycles).
+    committed: Seq,
     last_activity: Instant,
     export: Option<(Seq, Value)>,
     shutting_down: bool,
@@ -162,6 +166,7 @@ async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::R
         Ok(loaded) => {
             shared.metrics.actor_loads.inc();
             let now = Instant::now();
+            let head = loaded.space.seq();
             let mut actor = Actor {
                 id: space_id,
                 generation,
@@ -172,9 +177,11 @@ async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::R
                 held: IndexMap::new(),
                 recent: VecDeque::new(),
                 incoming: Vec::new(),
+                joins: Vec::new(),
                 presence: IndexMap::new(),
                 next_presence: now,
                 last_snapshot_seq: loaded.snapshot_seq,
+                committed: head,
                 last_activity: now,
                 export: None,
                 shutting_down: false,
@@ -366,6 +373,9 @@ impl Actor {
             if !self.incoming.is_empty() || expiring {
                 self.cycle().await?;
             }
+            for (peer, since) in std::mem::take(&mut self.joins) {
+                self.join(peer, since).await;
+            }
             self.relay_presence();
             if self.shutting_down {
                 self.stop().await;
@@ -401,6 +411,7 @@ impl Actor {
     fn is_idle(&self) -> bool {
         self.members.is_empty()
             && self.incoming.is_empty()
+            && self.joins.is_empty()
             && self.held.is_empty()
             && self.space.held_count() == 0
             && self.presence.is_empty()
@@ -416,7 +427,7 @@ impl Actor {
                     waiter: Some(waiter.clone()),
                 }));
             }
-            ActorMsg::Join { peer, since } => self.join(peer, since),
+            ActorMsg::Join { peer, since } => self.joins.push((peer, since)),
             ActorMsg::Leave { peer_id } => {
                 self.members.remove(&peer_id);
                 self.presence.shift_remove(&peer_id);
@@ -438,8 +449,10 @@ impl Actor {
         }
     }
 
-    /// Answers a join with the committed state (no batch is in flight between cycles).
-    fn join(&mut self, peer: Arc<Peer>, since: Option<Seq>) {
+    /// Answers a join with the committed state (joins are answered between cycles): the ops
+    /// after `since` from memory, else from the log when there are at most
+    /// `resume_from_log` of them, else the whole space.
+    async fn join(&mut self, peer: Arc<Peer>, since: Option<Seq>) {
         let seq = self.space.seq();
         let oldest_kept = self.recent.front().map_or(seq + 1, |op| op.seq);
         let ops = match since {
@@ -451,8 +464,11 @@ impl Actor {
                     .cloned()
                     .collect(),
             ),
-            // No resume point, one older than what memory keeps, or one the server never
-            // reached (the client's log came from elsewhere): the whole space.
+            Some(since) if since < seq && seq - since <= self.shared.config.resume_from_log => {
+                self.ops_from_log(since, seq).await
+            }
+            // No resume point, one too old, or one the server never reached (the client's
+            // state came from elsewhere): the whole space.
             _ => None,
         };
         let message = match ops {
@@ -472,6 +488,38 @@ impl Actor {
         if peer.send(&message) {
             self.members.insert(peer.id, peer);
         }
+    }
+
+    /// The committed ops after `since` up to `seq`, read from the log; `None` when the log
+    /// cannot be read now or does not hold exactly those (the caller sends the whole space).
+    async fn ops_from_log(&self, since: Seq, seq: Seq) -> Option<Vec<SequencedOperation>> {
+        let limit = i64::try_from(seq - since).ok()?;
+        let entries = match self
+            .shared
+            .store
+            .log_after(&self.id, since, Some(limit))
+            .await
+        {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::warn!(space_id = %self.id, %error, "cannot read the log for a resume; sending the whole space");
+                return None;
+            }
+        };
+        let contiguous = entries.len() as u64 == seq - since
+            && entries
+                .iter()
+                .zip(since + 1..)
+                .all(|(entry, expected)| entry.seq == expected);
+        contiguous.then(|| {
+            entries
+                .into_iter()
+                .map(|entry| SequencedOperation {
+                    seq: entry.seq,
+                    op: entry.op,
+                })
+                .collect()
+        })
     }
 
     /// The space in the Kinopio client's shape, cached per seq.
@@ -859,24 +907,8 @@ impl Actor {
                             },
                         );
                     }
-                    let message = ServerMessage::Broadcast {
-                        space_id: self.id.clone(),
-                        seq: applied.seq,
-                        op: applied.op,
-                    };
-                    let mut encoded = Encoded::new(&message);
                     let senders: Vec<u64> = waiters.iter().filter_map(Waiter::peer_id).collect();
-                    for member in self.members.values() {
-                        if !senders.contains(&member.id)
-                            && let Some(frame) = encoded.frame(member.format)
-                        {
-                            self.shared.metrics.broadcasts.inc();
-                            member.send_frame(frame);
-                        }
-                    }
-                    if let ServerMessage::Broadcast { seq, op, .. } = message {
-                        self.recent.push_back(SequencedOperation { seq, op });
-                    }
+                    self.broadcast(applied.seq, applied.op, &senders);
                 }
                 Outcome::Duplicate { operation_id, seq } => {
                     self.shared.metrics.ops_duplicate.inc();
@@ -915,6 +947,28 @@ impl Actor {
             self.recent.pop_front();
         }
         self.members.retain(|_, member| !member.is_closed());
+    }
+
+    /// Sends a committed op to every member but `except` and keeps it for resumes.
+    fn broadcast(&mut self, seq: Seq, op: Operation, except: &[u64]) {
+        let message = ServerMessage::Broadcast {
+            space_id: self.id.clone(),
+            seq,
+            op,
+        };
+        let mut encoded = Encoded::new(&message);
+        for member in self.members.values() {
+            if !except.contains(&member.id)
+                && let Some(frame) = encoded.frame(member.format)
+            {
+                self.shared.metrics.broadcasts.inc();
+                member.send_frame(frame);
+            }
+        }
+        self.committed = seq;
+        if let ServerMessage::Broadcast { seq, op, .. } = message {
+            self.recent.push_back(SequencedOperation { seq, op });
+        }
     }
 
     fn answer_all(&mut self, operation_id: &str, answer: Answer) {
@@ -1007,8 +1061,36 @@ impl Actor {
                 Err((error, false)) => return Err(ActorError::Load(error)),
             }
         };
+        let head = loaded.space.seq();
         self.space = loaded.space;
         self.export = None;
+        if head > self.committed {
+            // Someone else wrote to the log (an operator releasing a quarantined op): the
+            // members get those ops in order, or are told to rejoin when the tail lacks them.
+            let external: Vec<SequencedOperation> = loaded
+                .tail
+                .into_iter()
+                .filter(|op| op.seq > self.committed)
+                .collect();
+            tracing::info!(space_id = %self.id, from = self.committed + 1, to = head, "the log has ops this actor did not write; relaying them");
+            if external.len() as u64 == head - self.committed {
+                for op in external {
+                    self.broadcast(op.seq, op.op, &[]);
+                }
+            } else {
+                for member in std::mem::take(&mut self.members).into_values() {
+                    member.send(&ServerMessage::Error {
+                        code: ServerError::SpaceUnavailable,
+                        message: format!(
+                            "space {} was changed outside this server; rejoin with since",
+                            self.id
+                        ),
+                    });
+                }
+                self.recent.clear();
+                self.committed = head;
+            }
+        }
         for (operation_id, prior) in verdicts {
             self.space.remember(operation_id.clone(), prior.clone());
         }

@@ -33,8 +33,11 @@ pub struct ServerConfig {
     pub space: SpaceConfig,
     /// A snapshot is written after this many ops since the last one (and when a space unloads).
     pub snapshot_every: u64,
-    /// Ops kept in memory per space for resuming clients; older resume points get a snapshot.
+    /// Ops kept in memory per space for resuming clients.
     pub resume_window: usize,
+    /// Resume points older than memory are served from the log when at most this many ops
+    /// behind; older ones get the whole space.
+    pub resume_from_log: u64,
     /// A space with no members and nothing pending unloads after this long.
     pub unload_after: Duration,
     /// Presence is coalesced and relayed once per tick (at most one message per client per
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             space: SpaceConfig::default(),
             snapshot_every: 1_000,
             resume_window: 1_000,
+            resume_from_log: 10_000,
             unload_after: Duration::from_secs(60),
             presence_tick: Duration::from_millis(50),
             max_commit_rows: 5_000,

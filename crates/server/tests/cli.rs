@@ -253,3 +253,44 @@ async fn quarantined_ops_are_listed_shown_released_and_dropped() {
         .collect();
     assert_eq!(left, ["q1"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_while_the_space_is_loaded_reaches_its_members_in_order() {
+    let Some(database) = TestDatabase::create("cli_release_live").await else {
+        return;
+    };
+    let url = database.url().to_owned();
+    let store = std::sync::Arc::new(migrated_store(&url).await);
+    let server = start(store.clone(), spacesync_server::ServerConfig::default()).await;
+    let ws = ws_url(&server);
+    let mut alice = Member::join(&ws, Format::Json, "alice", "live", None).await;
+    let mut bob = Member::join(&ws, Format::MessagePack, "bob", "live", None).await;
+    alice.submit(vec![card("l1", "a")]).await;
+    alice.answered(&["l1"]).await;
+    store
+        .quarantine(
+            "live",
+            "l2",
+            None,
+            &card("l2", "b"),
+            "internal_error",
+            "since fixed",
+        )
+        .await
+        .expect("quarantines");
+    let (code, stdout, stderr) = run(&["quarantine", "release", "live", "l2"], &url);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("seq 2"), "{stdout}");
+    // The server's next write finds seq 2 taken, reloads, relays the released op, goes on.
+    alice.submit(vec![card("l3", "c")]).await;
+    alice.answered(&["l3"]).await;
+    assert_eq!(alice.acks["l3"], (3, false));
+    alice.until(|member| member.seqs.len() == 3).await;
+    alice.assert_gapless(1, 3);
+    bob.until(|member| member.seqs.len() == 3).await;
+    bob.assert_gapless(1, 3);
+    let (seq, space) = download(&ws, "live").await;
+    assert_eq!(seq, 3);
+    assert_eq!(ids(&space, "cards"), ["a", "b", "c"]);
+    server.shutdown().await;
+}

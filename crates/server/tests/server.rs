@@ -368,6 +368,7 @@ async fn a_client_resumes_after_a_disconnect_without_gap_or_duplicate() {
     let store = Arc::new(migrated_store(database.url()).await);
     let config = ServerConfig {
         resume_window: 5,
+        resume_from_log: 6,
         ..ServerConfig::default()
     };
     let server = start(store, config).await;
@@ -392,7 +393,6 @@ async fn a_client_resumes_after_a_disconnect_without_gap_or_duplicate() {
     back.until(|member| member.seqs.len() == 4).await;
     assert_eq!(back.seqs, [3, 4, 5, 6]);
 
-    // A resume point older than the window gets the whole space instead.
     writer
         .submit(
             (7..=12)
@@ -401,8 +401,15 @@ async fn a_client_resumes_after_a_disconnect_without_gap_or_duplicate() {
         )
         .await;
     writer.answered(&["w12"]).await;
+    // Older than memory: served from the log when at most 6 ops behind...
+    let from_log = Member::join(&url, Format::Json, "log", "r", Some(6)).await;
+    assert_eq!(from_log.joined_seq, Some(12));
+    assert!(from_log.snapshot.is_none());
+    assert_eq!(from_log.joined_ops, [7, 8, 9, 10, 11, 12]);
+    // ...and older than that: the whole space.
     let old = Member::join(&url, Format::Json, "old", "r", Some(1)).await;
     assert_eq!(old.joined_seq, Some(12));
+    assert!(old.joined_ops.is_empty());
     assert_eq!(
         ids(old.snapshot.as_ref().expect("snapshot"), "cards").len(),
         12

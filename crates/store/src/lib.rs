@@ -12,7 +12,7 @@ pub use doctor::DoctorReport;
 pub use error::{ErrorClass, StoreError};
 pub use migrations::SchemaStatus;
 pub use postgres::{
-    AppendOutcome, LoadedSpace, LogEntry, NewLogEntry, NewQuarantine, PgStore, Poison, PoisonKind,
-    PriorRecord, QuarantineEntry, StoredSnapshot,
+    AppendMethod, AppendOutcome, COPY_THRESHOLD, LoadedSpace, LogEntry, NewLogEntry, NewQuarantine,
+    PgStore, Poison, PoisonKind, PriorRecord, QuarantineEntry, StoredSnapshot,
 };
 pub use store::{Store, StoreFuture};

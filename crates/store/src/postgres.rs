@@ -4,7 +4,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
 use spacesync_protocol::{Operation, Seq};
 use tokio_postgres::NoTls;
-use tokio_postgres::types::Json;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
 
 use crate::error::StoreError;
 use crate::migrations::{self, MIGRATION_LOCK_KEY, SchemaStatus};
@@ -240,11 +241,27 @@ impl PgStore {
         Ok(())
     }
 
-    /// Appends a batch in one transaction (one multi-row insert). If the batch fails
-    /// permanently, the poison entry is found by inserting one entry at a time under
-    /// savepoints, and the good prefix before it is committed. Transient failures are returned
-    /// as errors with nothing committed; the caller retries.
+    /// Appends a batch in one transaction: one multi-row `INSERT … SELECT FROM unnest(…)` for
+    /// small batches, binary `COPY` from [`COPY_THRESHOLD`] rows on (each is faster in its
+    /// range; `docs/benchmarks.md` has the measurement). If the batch fails permanently, the
+    /// poison entry is found by inserting one entry at a time under savepoints, and the good
+    /// prefix before it is committed. Transient failures are returned as errors with nothing
+    /// committed; the caller retries.
     pub async fn append(&self, entries: &[NewLogEntry]) -> Result<AppendOutcome, StoreError> {
+        let method = if entries.len() >= COPY_THRESHOLD {
+            AppendMethod::Copy
+        } else {
+            AppendMethod::Unnest
+        };
+        self.append_with(entries, method).await
+    }
+
+    /// [`PgStore::append`] with a chosen method (the benchmark compares them).
+    pub async fn append_with(
+        &self,
+        entries: &[NewLogEntry],
+        method: AppendMethod,
+    ) -> Result<AppendOutcome, StoreError> {
         if entries.is_empty() {
             return Ok(AppendOutcome {
                 committed: 0,
@@ -253,22 +270,12 @@ impl PgStore {
         }
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
-        let columns = Columns::of(entries)?;
-        match transaction
-            .execute(
-                INSERT_BATCH,
-                &[
-                    &columns.space_ids,
-                    &columns.seqs,
-                    &columns.operation_ids,
-                    &columns.client_ids,
-                    &columns.names,
-                    &columns.payloads,
-                ],
-            )
-            .await
-        {
-            Ok(_) => {
+        let written = match method {
+            AppendMethod::Unnest => insert_unnest(&transaction, entries).await,
+            AppendMethod::Copy => insert_copy(&transaction, entries).await,
+        };
+        match written {
+            Ok(()) => {
                 transaction.commit().await?;
                 return Ok(AppendOutcome {
                     committed: entries.len(),
@@ -276,7 +283,6 @@ impl PgStore {
                 });
             }
             Err(error) => {
-                let error = StoreError::from(error);
                 if error.is_transient() {
                     return Err(error);
                 }
@@ -602,6 +608,81 @@ fn seq_to_sql(seq: Seq) -> Result<i64, StoreError> {
 
 fn seq_from_sql(seq: i64) -> Seq {
     Seq::try_from(seq).unwrap_or_default()
+}
+
+/// How a batch is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendMethod {
+    /// One `INSERT … SELECT FROM unnest($1, …)` with a prepared statement.
+    Unnest,
+    /// Binary `COPY … FROM STDIN`.
+    Copy,
+}
+
+/// Batches of at least this many rows are written with binary `COPY`.
+pub const COPY_THRESHOLD: usize = 64;
+
+async fn insert_unnest(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    entries: &[NewLogEntry],
+) -> Result<(), StoreError> {
+    let columns = Columns::of(entries)?;
+    // Prepared once per pooled connection: a batch costs BEGIN, INSERT, COMMIT.
+    let statement = transaction.prepare_cached(INSERT_BATCH).await?;
+    transaction
+        .execute(
+            &statement,
+            &[
+                &columns.space_ids,
+                &columns.seqs,
+                &columns.operation_ids,
+                &columns.client_ids,
+                &columns.names,
+                &columns.payloads,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn insert_copy(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    entries: &[NewLogEntry],
+) -> Result<(), StoreError> {
+    let sink = transaction
+        .copy_in(
+            "COPY op_log (space_id, seq, operation_id, client_id, name, payload) FROM STDIN BINARY",
+        )
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::JSONB,
+        ],
+    );
+    let mut writer = std::pin::pin!(writer);
+    for entry in entries {
+        let seq = seq_to_sql(entry.seq)?;
+        let payload = Json(operation_json(&entry.op));
+        writer
+            .as_mut()
+            .write(&[
+                &entry.space_id,
+                &seq,
+                &entry.operation_id,
+                &entry.client_id,
+                &entry.op.name,
+                &payload,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
 }
 
 /// The batch as columns, for one `INSERT … SELECT FROM unnest(…)`.

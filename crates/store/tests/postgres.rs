@@ -5,7 +5,10 @@
 
 use serde_json::json;
 use spacesync_protocol::Operation;
-use spacesync_store::{NewLogEntry, PgStore, PoisonKind, PriorRecord, StoreError, StoredSnapshot};
+use spacesync_store::{
+    AppendMethod, COPY_THRESHOLD, NewLogEntry, PgStore, PoisonKind, PriorRecord, StoreError,
+    StoredSnapshot,
+};
 use spacesync_testkit::TestDatabase;
 
 async fn store(database: &TestDatabase) -> PgStore {
@@ -385,4 +388,35 @@ async fn doctor_is_clean_after_migrating_and_flags_drift() {
         .expect("counts")
         .get(0);
     assert_eq!(scratch, 0);
+}
+
+#[tokio::test]
+async fn both_append_methods_write_the_same_rows_and_isolate_poison() {
+    let Some(database) = TestDatabase::create("append_methods").await else {
+        return;
+    };
+    let store = store(&database).await;
+    for method in [AppendMethod::Unnest, AppendMethod::Copy] {
+        let space = format!("{method:?}");
+        let mut batch = numbered_batch(&space, 100);
+        batch[60] = entry(&space, 61, "poison", json!({"id": "p", "name": "nul\u{0}"}));
+        let outcome = store.append_with(&batch, method).await.expect("answers");
+        assert_eq!(outcome.committed, 60, "{method:?}");
+        let poison = outcome.poison.expect("named");
+        assert_eq!((poison.index, poison.kind), (60, PoisonKind::Refused));
+        let clean = store
+            .append_with(&numbered_batch(&format!("{space}-clean"), 100), method)
+            .await
+            .expect("appends");
+        assert_eq!((clean.committed, clean.poison.is_none()), (100, true));
+        let loaded = store.load(&format!("{space}-clean")).await.expect("loads");
+        assert_eq!(loaded.tail.len(), 100);
+        assert_eq!(loaded.tail[99].op, numbered_batch("x", 100)[99].op);
+    }
+    // `append` picks COPY from the threshold on; the result is the same.
+    let outcome = store
+        .append(&numbered_batch("auto", COPY_THRESHOLD as u64))
+        .await
+        .expect("appends");
+    assert_eq!(outcome.committed, COPY_THRESHOLD);
 }
