@@ -36,17 +36,40 @@ use crate::shared::{ActorHandle, Shared};
 /// A message to a space actor.
 #[derive(Debug)]
 pub enum ActorMsg {
-    Submit { waiter: Waiter, ops: Vec<Operation> },
-    Join { peer: Arc<Peer>, since: Option<Seq> },
-    Leave { peer_id: u64 },
-    Presence { peer: Arc<Peer>, data: Value },
+    Submit {
+        waiter: Waiter,
+        ops: Vec<Operation>,
+    },
+    Join {
+        peer: Arc<Peer>,
+        since: Option<Seq>,
+    },
+    Leave {
+        peer_id: u64,
+    },
+    Presence {
+        peer: Arc<Peer>,
+        data: Value,
+    },
+    /// The space as the Kinopio client downloads it; `None` for a space with no ops.
+    Download {
+        reply: tokio::sync::oneshot::Sender<Result<Option<Download>, String>>,
+    },
     Shutdown,
+}
+
+/// A downloaded space: its JSON (Kinopio shape) at `seq`, encoded once per seq.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub seq: Seq,
+    pub json: bytes::Bytes,
 }
 
 /// Who waits for the answer to an op.
 #[derive(Debug, Clone)]
 pub enum Waiter {
     Peer(Arc<Peer>),
+    Http(Arc<crate::kinopio_http::HttpBatch>),
 }
 
 /// The answer to one op.
@@ -61,18 +84,22 @@ impl Waiter {
     fn peer_id(&self) -> Option<u64> {
         match self {
             Waiter::Peer(peer) => Some(peer.id),
+            Waiter::Http(_) => None,
         }
     }
 
     fn same_as(&self, other: &Waiter) -> bool {
         match (self, other) {
             (Waiter::Peer(one), Waiter::Peer(other)) => one.id == other.id,
+            (Waiter::Http(one), Waiter::Http(other)) => Arc::ptr_eq(one, other),
+            _ => false,
         }
     }
 
     fn client_id(&self) -> Option<&str> {
         match self {
             Waiter::Peer(peer) => Some(&peer.client_id),
+            Waiter::Http(batch) => Some(batch.client_id()),
         }
     }
 
@@ -81,6 +108,7 @@ impl Waiter {
             Waiter::Peer(peer) => {
                 peer.send(&answer_message(space_id, operation_id, answer));
             }
+            Waiter::Http(batch) => batch.answer(space_id, operation_id, answer),
         }
     }
 }
@@ -149,6 +177,9 @@ struct Actor {
     incoming: Vec<Work>,
     /// Joins to answer after the current cycle, from the committed state.
     joins: Vec<(Arc<Peer>, Option<Seq>)>,
+    /// Downloads to answer after the current cycle.
+    downloads: Vec<tokio::sync::oneshot::Sender<Result<Option<Download>, String>>>,
+    download: Option<Download>,
     presence: IndexMap<u64, (Arc<Peer>, Value)>,
     next_presence: Instant,
     last_snapshot_seq: Seq,
@@ -178,6 +209,8 @@ async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::R
                 recent: VecDeque::new(),
                 incoming: Vec::new(),
                 joins: Vec::new(),
+                downloads: Vec::new(),
+                download: None,
                 presence: IndexMap::new(),
                 next_presence: now,
                 last_snapshot_seq: loaded.snapshot_seq,
@@ -232,6 +265,9 @@ fn refuse(space_id: &str, msg: ActorMsg, reason: &str) {
                 code: ServerError::SpaceUnavailable,
                 message: format!("space {space_id} cannot be loaded right now: {reason}"),
             });
+        }
+        ActorMsg::Download { reply } => {
+            let _ = reply.send(Err(reason.to_owned()));
         }
         ActorMsg::Leave { .. } | ActorMsg::Shutdown => {}
     }
@@ -376,6 +412,9 @@ impl Actor {
             for (peer, since) in std::mem::take(&mut self.joins) {
                 self.join(peer, since).await;
             }
+            for reply in std::mem::take(&mut self.downloads) {
+                let _ = reply.send(Ok(self.download()));
+            }
             self.relay_presence();
             if self.shutting_down {
                 self.stop().await;
@@ -412,6 +451,7 @@ impl Actor {
         self.members.is_empty()
             && self.incoming.is_empty()
             && self.joins.is_empty()
+            && self.downloads.is_empty()
             && self.held.is_empty()
             && self.space.held_count() == 0
             && self.presence.is_empty()
@@ -445,6 +485,7 @@ impl Actor {
                     });
                 }
             }
+            ActorMsg::Download { reply } => self.downloads.push(reply),
             ActorMsg::Shutdown => self.shutting_down = true,
         }
     }
@@ -520,6 +561,30 @@ impl Actor {
                 })
                 .collect()
         })
+    }
+
+    /// The committed space as JSON bytes, encoded once per seq; `None` for a space no op ever
+    /// reached.
+    fn download(&mut self) -> Option<Download> {
+        let seq = self.space.seq();
+        if seq == 0 {
+            return None;
+        }
+        if let Some(download) = &self.download
+            && download.seq == seq
+        {
+            return Some(download.clone());
+        }
+        let json = match serde_json::to_vec(&self.export()) {
+            Ok(json) => bytes::Bytes::from(json),
+            Err(error) => {
+                tracing::error!(space_id = %self.id, %error, "cannot encode the space");
+                return None;
+            }
+        };
+        let download = Download { seq, json };
+        self.download = Some(download.clone());
+        Some(download)
     }
 
     /// The space in the Kinopio client's shape, cached per seq.
@@ -1064,6 +1129,7 @@ impl Actor {
         let head = loaded.space.seq();
         self.space = loaded.space;
         self.export = None;
+        self.download = None;
         if head > self.committed {
             // Someone else wrote to the log (an operator releasing a quarantined op): the
             // members get those ops in order, or are told to rejoin when the tail lacks them.

@@ -15,6 +15,11 @@ pub type FaultHook = Arc<dyn Fn(&str, &Operation) + Send + Sync>;
 pub struct ServerConfig {
     /// Largest WebSocket message (and HTTP body) accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Largest `POST /operations` body, in bytes (larger: 413, nothing applied).
+    pub max_http_body_bytes: usize,
+    /// How long `POST /operations` waits for every op's answer; ops still unanswered then
+    /// (the store is down) are reported 503.
+    pub http_answer_timeout: Duration,
     /// Most ops in one `submit`.
     pub max_ops_per_batch: usize,
     /// Most open WebSocket connections; more are closed with 1013.
@@ -59,6 +64,8 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             max_message_bytes: 1 << 20,
+            max_http_body_bytes: 8 << 20,
+            http_answer_timeout: Duration::from_secs(15),
             max_ops_per_batch: 500,
             max_connections: 20_000,
             outbound_queue: 1_024,

@@ -1,5 +1,6 @@
-//! The HTTP side of the one listening port: the WebSocket upgrade (`GET /ws`) and the
-//! operational endpoints `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! The HTTP side of the one listening port: the WebSocket upgrade (`GET /ws`), the Kinopio
+//! API (`POST /operations`, `GET /space/{id}`) and the operational endpoints `GET /healthz`,
+//! `GET /readyz`, `GET /metrics`.
 
 use std::sync::Arc;
 
@@ -8,15 +9,17 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::connection;
 use crate::shared::Shared;
+use crate::{connection, kinopio_http};
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ws", get(upgrade))
+        .route("/operations", post(kinopio_http::post_operations))
+        .route("/space/{id}", get(kinopio_http::get_space))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -15,6 +15,7 @@ pub mod committer;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod kinopio_http;
 pub mod metrics;
 pub mod peer;
 pub mod shared;

@@ -11,7 +11,6 @@ use serde_json::json;
 use spacesync_client::{Client, ClientError};
 use spacesync_protocol::{Format, Operation, RejectCode, ServerError};
 use spacesync_server::ServerConfig;
-use spacesync_store::Store;
 use spacesync_testkit::TestDatabase;
 
 /// One step of a scenario: which client submits which ops, and which of them must be held
@@ -224,51 +223,6 @@ async fn misorders_across_two_connections_are_ordered_by_the_server() {
     assert!(ids(&space, "cards").is_empty());
     assert!(ids(&space, "connections").is_empty());
     server.shutdown().await;
-}
-
-/// Lets a test hold appends back: `append` reports that it started and waits for the gate.
-#[derive(Debug)]
-struct GatedStore {
-    inner: spacesync_store::PgStore,
-    started: tokio::sync::mpsc::UnboundedSender<()>,
-    gate: tokio::sync::watch::Receiver<bool>,
-}
-
-macro_rules! delegate {
-    ($($name:ident ( $($arg:ident : $ty:ty),* ) -> $out:ty;)*) => {
-        $(fn $name<'a>(&'a self, $($arg: $ty),*) -> spacesync_store::StoreFuture<'a, $out> {
-            Store::$name(&self.inner, $($arg),*)
-        })*
-    };
-}
-
-impl Store for GatedStore {
-    fn describe(&self) -> String {
-        "gated".into()
-    }
-    fn append<'a>(
-        &'a self,
-        entries: &'a [spacesync_store::NewLogEntry],
-    ) -> spacesync_store::StoreFuture<'a, spacesync_store::AppendOutcome> {
-        Box::pin(async move {
-            let _ = self.started.send(());
-            let mut gate = self.gate.clone();
-            let _ = gate.wait_for(|open| *open).await;
-            Store::append(&self.inner, entries).await
-        })
-    }
-    delegate! {
-        ping() -> ();
-        schema_status() -> spacesync_store::SchemaStatus;
-        load(space_id: &'a str) -> spacesync_store::LoadedSpace;
-        log_after(space_id: &'a str, after: u64, limit: Option<i64>) -> Vec<spacesync_store::LogEntry>;
-        write_snapshot(space_id: &'a str, snapshot: &'a spacesync_store::StoredSnapshot) -> ();
-        prior(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::PriorRecord>;
-        quarantine_batch(records: &'a [spacesync_store::NewQuarantine]) -> ();
-        quarantine_list(space_id: Option<&'a str>, limit: i64) -> Vec<spacesync_store::QuarantineEntry>;
-        quarantine_get(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::QuarantineEntry>;
-        quarantine_remove(space_id: &'a str, operation_id: &'a str) -> bool;
-    }
 }
 
 #[tokio::test]

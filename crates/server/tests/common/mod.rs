@@ -290,3 +290,197 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String
         .unwrap_or_default();
     (status, body)
 }
+
+/// Lets a test hold appends back: `append` reports that it started and waits for the gate.
+#[derive(Debug)]
+pub struct GatedStore {
+    pub inner: spacesync_store::PgStore,
+    pub started: tokio::sync::mpsc::UnboundedSender<()>,
+    pub gate: tokio::sync::watch::Receiver<bool>,
+}
+
+macro_rules! delegate {
+    ($($name:ident ( $($arg:ident : $ty:ty),* ) -> $out:ty;)*) => {
+        $(fn $name<'a>(&'a self, $($arg: $ty),*) -> spacesync_store::StoreFuture<'a, $out> {
+            Store::$name(&self.inner, $($arg),*)
+        })*
+    };
+}
+
+impl Store for GatedStore {
+    fn describe(&self) -> String {
+        "gated".into()
+    }
+    fn append<'a>(
+        &'a self,
+        entries: &'a [spacesync_store::NewLogEntry],
+    ) -> spacesync_store::StoreFuture<'a, spacesync_store::AppendOutcome> {
+        Box::pin(async move {
+            let _ = self.started.send(());
+            let mut gate = self.gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+            Store::append(&self.inner, entries).await
+        })
+    }
+    delegate! {
+        ping() -> ();
+        schema_status() -> spacesync_store::SchemaStatus;
+        load(space_id: &'a str) -> spacesync_store::LoadedSpace;
+        log_after(space_id: &'a str, after: u64, limit: Option<i64>) -> Vec<spacesync_store::LogEntry>;
+        write_snapshot(space_id: &'a str, snapshot: &'a spacesync_store::StoredSnapshot) -> ();
+        prior(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::PriorRecord>;
+        quarantine_batch(records: &'a [spacesync_store::NewQuarantine]) -> ();
+        quarantine_list(space_id: Option<&'a str>, limit: i64) -> Vec<spacesync_store::QuarantineEntry>;
+        quarantine_get(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::QuarantineEntry>;
+        quarantine_remove(space_id: &'a str, operation_id: &'a str) -> bool;
+    }
+}
+
+/// An HTTP response as the tests see it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A plain HTTP/1.1 request over a fresh connection (`Connection: close`).
+pub async fn http(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    stream.write_all(body).await.expect("writes the body");
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("answers in time")
+        .expect("reads");
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a complete response");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    let mut body = response[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(key, value)| {
+        key.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        let mut decoded = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|window| window == b"\r\n")
+                .expect("chunk size");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..line_end]).trim(), 16)
+                .expect("hex size");
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body = decoded;
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `POST /operations` with a JSON body.
+pub async fn post_operations(address: std::net::SocketAddr, ops: Value) -> HttpResponse {
+    let body = serde_json::to_vec(&ops).expect("encodes");
+    http(
+        address,
+        "POST",
+        "/operations",
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await
+}
+
+/// The six real Kinopio spaces beside the checkout, or `None` (outside CI) when absent.
+pub fn samples() -> Option<Vec<(String, Value)>> {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kinopio-spaces");
+    if !dir.is_dir() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the sample spaces are missing at {}",
+            dir.display()
+        );
+        eprintln!(
+            "SKIPPED: the real Kinopio spaces are not at {}",
+            dir.display()
+        );
+        return None;
+    }
+    let files = [
+        "default-space.json",
+        "hello.json",
+        "inbox.json",
+        "new.json",
+        "legacy-8d6c04313/hello.json",
+        "legacy-d35e625ff/hello.json",
+    ];
+    Some(
+        files
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(dir.join(path)).expect("readable");
+                (
+                    (*path).to_owned(),
+                    serde_json::from_str(&text).expect("JSON"),
+                )
+            })
+            .collect(),
+    )
+}
