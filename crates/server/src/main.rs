@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use spacesync_core::Outcome;
 use spacesync_protocol::Operation;
 use spacesync_server::{Server, ServerConfig, actor};
-use spacesync_store::{NewLogEntry, PgStore, QuarantineEntry, Store};
+use spacesync_store::{NewLogEntry, PgStore, QuarantineEntry, SqliteStore, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,9 +36,18 @@ enum LogFormat {
 
 #[derive(Debug, clap::Args)]
 struct Database {
-    /// PostgreSQL URL (`postgres://user@host/db` or `host=… dbname=…`).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    /// PostgreSQL URL (`postgres://user@host/db` or `host=… dbname=…`). Without it, the
+    /// embedded store in --data-dir is used.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Where the embedded store keeps its data when no database URL is given.
+    #[arg(
+        long,
+        global = true,
+        env = "SPACESYNC_DATA_DIR",
+        default_value = "./spacesync-data"
+    )]
+    data_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +137,7 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,refinery_core=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -139,14 +148,31 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn store(database: &Database) -> anyhow::Result<PgStore> {
-    let Some(url) = &database.database_url else {
-        return Err(CannotRun(
-            "no database configured: pass --database-url or set DATABASE_URL".to_owned(),
-        )
-        .into());
-    };
-    PgStore::connect(url, 8).map_err(|error| CannotRun(error.to_string()).into())
+/// The configured store: PostgreSQL when a URL is given, else the embedded store. The flag
+/// says whether it is an embedded store with no schema yet (a new one).
+async fn store(database: &Database) -> anyhow::Result<(Arc<dyn Store>, bool)> {
+    match database
+        .database_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+    {
+        Some(url) => {
+            let store = PgStore::connect(url, 8).map_err(|error| CannotRun(error.to_string()))?;
+            Ok((Arc::new(store), false))
+        }
+        None => {
+            let store = SqliteStore::open(&database.data_dir)
+                .map_err(|error| CannotRun(error.to_string()))?;
+            let fresh = store
+                .schema_status()
+                .await
+                .map_err(|error| CannotRun(error.to_string()))?
+                .applied
+                .is_empty();
+            Ok((Arc::new(store), fresh))
+        }
+    }
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -157,7 +183,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             migrate,
         } => serve(listen, &database, migrate).await,
         Command::Migrate { database } => {
-            let store = store(&database)?;
+            let (store, _) = store(&database).await?;
             let status = store
                 .migrate()
                 .await
@@ -171,8 +197,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(listen: SocketAddr, database: &Database, migrate: bool) -> anyhow::Result<ExitCode> {
-    let store = store(database)?;
-    let status = if migrate {
+    let (store, fresh) = store(database).await?;
+    // A brand-new embedded store is initialised (there is no schema to change yet); an
+    // existing one is never migrated without being asked.
+    let status = if migrate || fresh {
         store
             .migrate()
             .await
@@ -197,8 +225,7 @@ async fn serve(listen: SocketAddr, database: &Database, migrate: bool) -> anyhow
             "the database has migrations this build does not know (a newer version ran); serving anyway"
         );
     }
-    let description = store.description();
-    let store: Arc<dyn Store> = Arc::new(store);
+    let description = store.describe();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| CannotRun(format!("cannot listen on {listen}: {error}")))?;
@@ -244,7 +271,7 @@ async fn wait_for_signal() {
 }
 
 async fn doctor(database: &Database) -> anyhow::Result<ExitCode> {
-    let store = store(database)?;
+    let (store, _) = store(database).await?;
     let status = store
         .schema_status()
         .await
@@ -253,7 +280,7 @@ async fn doctor(database: &Database) -> anyhow::Result<ExitCode> {
         .doctor()
         .await
         .map_err(|error| CannotRun(format!("cannot inspect the schema: {error}")))?;
-    println!("store: {}", store.description());
+    println!("store: {}", store.describe());
     println!("migrations applied: {:?}", status.applied);
     let mut problems = 0;
     let mut section = |title: &str, items: Vec<String>| {
@@ -295,7 +322,7 @@ async fn doctor(database: &Database) -> anyhow::Result<ExitCode> {
 }
 
 async fn quarantine(database: &Database, command: QuarantineCommand) -> anyhow::Result<ExitCode> {
-    let store = store(database)?;
+    let (store, _) = store(database).await?;
     match command {
         QuarantineCommand::List { space, limit, json } => {
             let entries = store
@@ -351,7 +378,7 @@ async fn quarantine(database: &Database, command: QuarantineCommand) -> anyhow::
         QuarantineCommand::Release {
             space,
             operation_id,
-        } => release(&store, &space, &operation_id).await,
+        } => release(&*store, &space, &operation_id).await,
     }
 }
 
@@ -373,7 +400,7 @@ fn entry_json(entry: &QuarantineEntry) -> serde_json::Value {
 /// Re-applies a quarantined op to its space as it is in the store, appends it, and removes
 /// it from the quarantine. A running server that has the space loaded notices the new log
 /// entry at its next write (its sequence number is taken) and reloads the space.
-async fn release(store: &PgStore, space: &str, operation_id: &str) -> anyhow::Result<ExitCode> {
+async fn release(store: &dyn Store, space: &str, operation_id: &str) -> anyhow::Result<ExitCode> {
     let Some(entry) = store.quarantine_get(space, operation_id).await? else {
         bail!("{operation_id} is not quarantined in {space}");
     };

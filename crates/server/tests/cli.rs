@@ -95,10 +95,9 @@ async fn serve_refuses_a_schema_that_is_behind_and_changes_nothing() {
         0,
         "serve created nothing"
     );
-    // Without any database configured it says how to configure one.
-    let output = spacesync().args(["doctor"]).output().expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+    // A database URL that is not one says so and exits 2.
+    let (code, _, stderr) = run(&["doctor"], "host=127.0.0.1 port=notaport");
+    assert_eq!(code, 2, "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,4 +292,76 @@ async fn a_release_while_the_space_is_loaded_reaches_its_members_in_order() {
     assert_eq!(seq, 3);
     assert_eq!(ids(&space, "cards"), ["a", "b", "c"]);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_database_serve_runs_on_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let spawn = |data: String| {
+        let mut child = spacesync()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut banner = Vec::new();
+        let address = loop {
+            let line = lines.next().expect("a banner").expect("reads");
+            banner.push(line.clone());
+            if let Some(rest) = line.split("serving on ws://").nth(1) {
+                break rest
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .parse()
+                    .expect("address");
+            }
+        };
+        let store_line = lines.next().expect("the store line").expect("reads");
+        std::thread::spawn(move || for _ in lines {});
+        (Serving { child, address }, store_line)
+    };
+    let (serving, store_line) = spawn(data_arg.clone());
+    assert!(store_line.contains("embedded SQLite"), "{store_line}");
+    assert!(store_line.contains("spacesync.db"), "{store_line}");
+    let (status, body) = http_get(serving.address, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let response = post_operations(
+        serving.address,
+        json!([{"name": "createCard", "body": {"operationId": "o1", "spaceId": "s", "id": "a", "x": 0, "y": 0}}]),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let code = tokio::task::spawn_blocking(move || serving.terminate())
+        .await
+        .expect("stops");
+    assert_eq!(code, 0);
+
+    // The data is there after a restart; doctor and quarantine work on the embedded store.
+    let (serving, _) = spawn(data_arg.clone());
+    let response = http(serving.address, "GET", "/space/s", &[], b"").await;
+    assert_eq!(response.header("x-space-seq"), Some("1"));
+    let code = tokio::task::spawn_blocking(move || serving.terminate())
+        .await
+        .expect("stops");
+    assert_eq!(code, 0);
+    let output = spacesync()
+        .args(["doctor", "--data-dir", &data_arg])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let output = spacesync()
+        .args(["quarantine", "list", "--data-dir", &data_arg])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("empty"));
 }

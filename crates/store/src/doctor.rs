@@ -64,35 +64,12 @@ impl PgStore {
         let expected_constraints = constraints(&transaction, SCRATCH_SCHEMA).await?;
         transaction.rollback().await?;
 
-        let mut report = DoctorReport::default();
-        let mut by_definition: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, definition) in &live_indexes {
-            by_definition
-                .entry(definition.clone())
-                .or_default()
-                .push(name.clone());
-            if !expected_indexes.contains_key(name) {
-                report.extra_indexes.push(name.clone());
-            }
-        }
-        report.duplicate_indexes = by_definition
-            .into_values()
-            .filter(|names| names.len() > 1)
-            .collect();
-        report.missing_indexes = expected_indexes
-            .keys()
-            .filter(|name| !live_indexes.contains_key(*name))
-            .cloned()
-            .collect();
-        report.extra_constraints = live_constraints
-            .difference(&expected_constraints)
-            .cloned()
-            .collect();
-        report.missing_constraints = expected_constraints
-            .difference(&live_constraints)
-            .cloned()
-            .collect();
-
+        let mut report = compare(
+            &live_indexes,
+            &expected_indexes,
+            &live_constraints,
+            &expected_constraints,
+        );
         for setting in ["fsync", "synchronous_commit"] {
             let value: String = client
                 .query_one("SELECT current_setting($1)", &[&setting])
@@ -106,6 +83,45 @@ impl PgStore {
         }
         Ok(report)
     }
+}
+
+/// The findings from the live and expected schemas: indexes as name → definition (equal
+/// definitions are duplicates), constraints as comparable strings.
+pub(crate) fn compare(
+    live_indexes: &BTreeMap<String, String>,
+    expected_indexes: &BTreeMap<String, String>,
+    live_constraints: &BTreeSet<String>,
+    expected_constraints: &BTreeSet<String>,
+) -> DoctorReport {
+    let mut report = DoctorReport::default();
+    let mut by_definition: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, definition) in live_indexes {
+        by_definition
+            .entry(definition.clone())
+            .or_default()
+            .push(name.clone());
+        if !expected_indexes.contains_key(name) {
+            report.extra_indexes.push(name.clone());
+        }
+    }
+    report.duplicate_indexes = by_definition
+        .into_values()
+        .filter(|names| names.len() > 1)
+        .collect();
+    report.missing_indexes = expected_indexes
+        .keys()
+        .filter(|name| !live_indexes.contains_key(*name))
+        .cloned()
+        .collect();
+    report.extra_constraints = live_constraints
+        .difference(expected_constraints)
+        .cloned()
+        .collect();
+    report.missing_constraints = expected_constraints
+        .difference(live_constraints)
+        .cloned()
+        .collect();
+    report
 }
 
 /// Index name → definition without its name and schema, so equal definitions compare equal.

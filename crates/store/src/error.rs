@@ -8,6 +8,8 @@ use tokio_postgres::error::SqlState;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] tokio_postgres::Error),
+    #[error("embedded database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("connection pool error: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("cannot create the connection pool: {0}")]
@@ -46,6 +48,7 @@ impl StoreError {
     pub fn class(&self) -> ErrorClass {
         match self {
             StoreError::Database(error) => classify_postgres(error),
+            StoreError::Sqlite(error) => classify_sqlite(error),
             StoreError::Pool(deadpool_postgres::PoolError::Backend(error)) => {
                 classify_postgres(error)
             }
@@ -61,11 +64,40 @@ impl StoreError {
     }
 
     /// The name of the constraint the database reported as violated, if that is the error.
+    /// The embedded store's unique keys are reported under the PostgreSQL names.
     pub fn violated_constraint(&self) -> Option<&str> {
         match self {
             StoreError::Database(error) => error.as_db_error().and_then(|error| error.constraint()),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, Some(message)))
+                if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                if message.contains("op_log.operation_id") {
+                    Some("op_log_operation_id_key")
+                } else if message.contains("op_log.seq") {
+                    Some("op_log_pkey")
+                } else {
+                    None
+                }
+            }
             _ => None,
         }
+    }
+}
+
+/// SQLite: a busy or locked database, I/O trouble, a full disk or a file that cannot be
+/// opened may pass; everything else (constraints, corrupt data) will not.
+fn classify_sqlite(error: &rusqlite::Error) -> ErrorClass {
+    use rusqlite::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::OutOfMemory,
+        ) => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
     }
 }
 
@@ -101,5 +133,24 @@ mod tests {
         check(SqlState::INVALID_TEXT_REPRESENTATION, false);
         check(SqlState::UNTRANSLATABLE_CHARACTER, false);
         check(SqlState::PROGRAM_LIMIT_EXCEEDED, false);
+    }
+
+    #[test]
+    fn sqlite_codes() {
+        fn check(code: i32, transient: bool) {
+            let error = StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ));
+            assert_eq!(error.is_transient(), transient, "{code}");
+        }
+        check(rusqlite::ffi::SQLITE_BUSY, true);
+        check(rusqlite::ffi::SQLITE_LOCKED, true);
+        check(rusqlite::ffi::SQLITE_IOERR, true);
+        check(rusqlite::ffi::SQLITE_FULL, true);
+        check(rusqlite::ffi::SQLITE_CANTOPEN, true);
+        check(rusqlite::ffi::SQLITE_CONSTRAINT, false);
+        check(rusqlite::ffi::SQLITE_CORRUPT, false);
+        check(rusqlite::ffi::SQLITE_MISMATCH, false);
     }
 }

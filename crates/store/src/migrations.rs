@@ -1,7 +1,7 @@
 //! The embedded migrations (`migrations/*.sql`, refinery naming) and the schema status that
 //! `serve` checks before starting: booting never changes the schema (R4).
 
-refinery::embed_migrations!("../../migrations");
+refinery::embed_migrations!("../../migrations/postgres");
 
 /// Advisory lock key taken while migrating, so two processes never migrate at once.
 /// ("spacesyn" in ASCII.)

@@ -75,7 +75,7 @@ pub enum PoisonKind {
 }
 
 impl PoisonKind {
-    fn of(error: &StoreError) -> PoisonKind {
+    pub(crate) fn of(error: &StoreError) -> PoisonKind {
         match error.violated_constraint() {
             Some("op_log_operation_id_key") => PoisonKind::DuplicateOperation,
             Some("op_log_pkey") => PoisonKind::SeqTaken,

@@ -6,6 +6,7 @@ use std::pin::Pin;
 
 use spacesync_protocol::Seq;
 
+use crate::doctor::DoctorReport;
 use crate::error::StoreError;
 use crate::migrations::SchemaStatus;
 use crate::postgres::{
@@ -24,6 +25,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn ping(&self) -> StoreFuture<'_, ()>;
     /// Where the schema stands against this build's migrations.
     fn schema_status(&self) -> StoreFuture<'_, SchemaStatus>;
+    /// Applies pending migrations (only when asked: booting never changes the schema).
+    fn migrate(&self) -> StoreFuture<'_, SchemaStatus>;
+    /// Compares the live schema with the migrations and checks durability settings.
+    fn doctor(&self) -> StoreFuture<'_, DoctorReport>;
     /// Appends a batch (of one or several spaces) in one transaction; see [`AppendOutcome`].
     fn append<'a>(&'a self, entries: &'a [NewLogEntry]) -> StoreFuture<'a, AppendOutcome>;
     /// The latest snapshot of a space and the log after it.
@@ -80,6 +85,14 @@ impl Store for PgStore {
 
     fn schema_status(&self) -> StoreFuture<'_, SchemaStatus> {
         Box::pin(PgStore::schema_status(self))
+    }
+
+    fn migrate(&self) -> StoreFuture<'_, SchemaStatus> {
+        Box::pin(PgStore::migrate(self))
+    }
+
+    fn doctor(&self) -> StoreFuture<'_, DoctorReport> {
+        Box::pin(PgStore::doctor(self))
     }
 
     fn append<'a>(&'a self, entries: &'a [NewLogEntry]) -> StoreFuture<'a, AppendOutcome> {

@@ -1,4 +1,5 @@
-//! The PostgreSQL store against a real server. Each test gets a database of its own, created
+//! What only the PostgreSQL store does, against a real server (what both stores do is in
+//! `conformance.rs`). Each test gets a database of its own, created
 //! from scratch and migrated, and dropped afterwards. The server is `SPACESYNC_TEST_DATABASE_URL`
 //! (default: the local `postgres` database on 127.0.0.1:5432). Without a reachable server the
 //! tests print that they were skipped; with `CI=true` they fail instead.
@@ -7,7 +8,6 @@ use serde_json::json;
 use spacesync_protocol::Operation;
 use spacesync_store::{
     AppendMethod, COPY_THRESHOLD, NewLogEntry, PgStore, PoisonKind, PriorRecord, StoreError,
-    StoredSnapshot,
 };
 use spacesync_testkit::TestDatabase;
 
@@ -88,53 +88,6 @@ async fn concurrent_migrations_take_turns_under_the_advisory_lock() {
 }
 
 #[tokio::test]
-async fn a_batch_appends_in_order_and_loads_back() {
-    let Some(database) = TestDatabase::create("append").await else {
-        return;
-    };
-    let store = store(&database).await;
-    let batch = numbered_batch("s1", 5);
-    let outcome = store.append(&batch).await.expect("appends");
-    assert_eq!((outcome.committed, outcome.poison.is_none()), (5, true));
-    let other_space = store
-        .append(&[entry("s2", 1, "op1", json!({"id": "c"}))])
-        .await
-        .expect("appends");
-    assert_eq!(
-        other_space.committed, 1,
-        "operation ids are unique per space, not globally"
-    );
-    let loaded = store.load("s1").await.expect("loads");
-    assert!(loaded.snapshot.is_none());
-    assert_eq!(
-        loaded
-            .tail
-            .iter()
-            .map(|entry| entry.seq)
-            .collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5]
-    );
-    assert_eq!(loaded.tail[2].op, batch[2].op);
-    assert_eq!(
-        store.log_after("s1", 3, None).await.expect("reads").len(),
-        2
-    );
-    assert_eq!(
-        store
-            .log_after("s1", 0, Some(2))
-            .await
-            .expect("reads")
-            .len(),
-        2
-    );
-    assert_eq!(
-        store.prior("s1", "op4").await.expect("looks up"),
-        Some(PriorRecord::Logged(4))
-    );
-    assert_eq!(store.prior("s1", "nope").await.expect("looks up"), None);
-}
-
-#[tokio::test]
 async fn a_poison_op_is_isolated_and_the_ops_before_it_land() {
     let Some(database) = TestDatabase::create("poison").await else {
         return;
@@ -184,129 +137,6 @@ async fn a_poison_op_is_isolated_and_the_ops_before_it_land() {
         store.prior("s", "poison").await.expect("looks up"),
         Some(PriorRecord::Quarantined { code, .. }) if code == "constraint_violation"
     ));
-}
-
-#[tokio::test]
-async fn a_duplicate_seq_or_operation_id_is_a_permanent_failure() {
-    let Some(database) = TestDatabase::create("duplicates").await else {
-        return;
-    };
-    let store = store(&database).await;
-    store
-        .append(&[entry("s", 1, "a", json!({"id": "a"}))])
-        .await
-        .expect("appends");
-    let same_seq = store
-        .append(&[entry("s", 1, "b", json!({"id": "b"}))])
-        .await
-        .expect("answers");
-    assert_eq!(same_seq.committed, 0);
-    assert!(same_seq.poison.is_some_and(|poison| poison.index == 0
-        && poison.kind == PoisonKind::SeqTaken
-        && !poison.error.is_transient()));
-    let same_id = store
-        .append(&[entry("s", 2, "a", json!({"id": "a"}))])
-        .await
-        .expect("answers");
-    assert!(
-        same_id
-            .poison
-            .is_some_and(|poison| poison.kind == PoisonKind::DuplicateOperation)
-    );
-    assert_eq!(store.load("s").await.expect("loads").tail.len(), 1);
-}
-
-#[tokio::test]
-async fn a_space_loads_from_its_latest_snapshot_plus_the_tail() {
-    let Some(database) = TestDatabase::create("snapshot").await else {
-        return;
-    };
-    let store = store(&database).await;
-    let batch = numbered_batch("s", 6);
-    store.append(&batch).await.expect("appends");
-    for seq in [2, 4] {
-        let snapshot = StoredSnapshot {
-            seq,
-            format: 1,
-            data: vec![seq as u8; 8],
-        };
-        store
-            .write_snapshot("s", &snapshot)
-            .await
-            .expect("writes snapshot");
-    }
-    let loaded = store.load("s").await.expect("loads");
-    let snapshot = loaded.snapshot.expect("has a snapshot");
-    assert_eq!((snapshot.seq, snapshot.data), (4, vec![4u8; 8]));
-    assert_eq!(
-        loaded
-            .tail
-            .iter()
-            .map(|entry| entry.seq)
-            .collect::<Vec<_>>(),
-        [5, 6]
-    );
-}
-
-#[tokio::test]
-async fn quarantine_counts_attempts_lists_and_removes() {
-    let Some(database) = TestDatabase::create("quarantine").await else {
-        return;
-    };
-    let store = store(&database).await;
-    let op = Operation::new(
-        "createCard",
-        json!({"operationId": "q1", "id": "a", "x": "left"}),
-    );
-    for _ in 0..3 {
-        store
-            .quarantine(
-                "s",
-                "q1",
-                Some("c"),
-                &op,
-                "malformed_operation",
-                "x must be a finite number",
-            )
-            .await
-            .expect("quarantines");
-    }
-    store
-        .quarantine("t", "q2", None, &op, "unknown_operation", "unknown")
-        .await
-        .expect("quarantines");
-    let entry = store
-        .quarantine_get("s", "q1")
-        .await
-        .expect("reads")
-        .expect("exists");
-    assert_eq!(
-        (entry.attempts, entry.code.as_str(), entry.name.as_str()),
-        (3, "malformed_operation", "createCard")
-    );
-    assert_eq!(entry.payload["body"]["x"], json!("left"));
-    assert!(entry.last_seen_unix_ms >= entry.first_seen_unix_ms);
-    assert_eq!(
-        store.quarantine_list(None, 10).await.expect("lists").len(),
-        2
-    );
-    assert_eq!(
-        store
-            .quarantine_list(Some("t"), 10)
-            .await
-            .expect("lists")
-            .len(),
-        1
-    );
-    assert!(store.quarantine_remove("s", "q1").await.expect("removes"));
-    assert!(!store.quarantine_remove("s", "q1").await.expect("removes"));
-    assert!(
-        store
-            .quarantine_get("s", "q1")
-            .await
-            .expect("reads")
-            .is_none()
-    );
 }
 
 #[tokio::test]

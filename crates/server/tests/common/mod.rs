@@ -325,6 +325,8 @@ impl Store for GatedStore {
     delegate! {
         ping() -> ();
         schema_status() -> spacesync_store::SchemaStatus;
+        migrate() -> spacesync_store::SchemaStatus;
+        doctor() -> spacesync_store::DoctorReport;
         load(space_id: &'a str) -> spacesync_store::LoadedSpace;
         log_after(space_id: &'a str, after: u64, limit: Option<i64>) -> Vec<spacesync_store::LogEntry>;
         write_snapshot(space_id: &'a str, snapshot: &'a spacesync_store::StoredSnapshot) -> ();
