@@ -50,7 +50,7 @@ impl Client {
             .max_message_size(Some(READ_LIMIT))
             .max_frame_size(Some(READ_LIMIT));
         let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
+            tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
         Ok(Client {
             socket,
             format,
@@ -98,11 +98,7 @@ impl Client {
 
     /// Sends a message in the client's format.
     pub async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
-        let bytes = self.format.encode(message)?;
-        let frame = match self.format {
-            Format::MessagePack => Message::Binary(bytes.into()),
-            Format::Json => Message::Text(String::from_utf8_lossy(&bytes).into_owned().into()),
-        };
+        let frame = frame(self.format, message)?;
         self.send_frame(frame).await
     }
 
@@ -154,6 +150,83 @@ impl Client {
         self.socket.close(None).await?;
         Ok(())
     }
+
+    /// Splits the connection so one task can send while it waits for messages.
+    pub fn split(self) -> (ClientSender, ClientReceiver) {
+        let (sink, stream) = self.socket.split();
+        (
+            ClientSender {
+                sink,
+                format: self.format,
+            },
+            ClientReceiver { stream },
+        )
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The sending half of a split [`Client`].
+#[derive(Debug)]
+pub struct ClientSender {
+    sink: futures::stream::SplitSink<Socket, Message>,
+    format: Format,
+}
+
+/// The receiving half of a split [`Client`].
+#[derive(Debug)]
+pub struct ClientReceiver {
+    stream: futures::stream::SplitStream<Socket>,
+}
+
+impl ClientSender {
+    pub async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
+        self.sink.send(frame(self.format, message)?).await?;
+        Ok(())
+    }
+
+    pub async fn submit(&mut self, space_id: &str, ops: Vec<Operation>) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Submit {
+            space_id: space_id.to_owned(),
+            ops,
+        })
+        .await
+    }
+}
+
+impl ClientReceiver {
+    /// The next server message; see [`Client::recv`].
+    pub async fn recv(&mut self) -> Result<ServerMessage, ClientError> {
+        loop {
+            let frame = match self.stream.next().await {
+                Some(frame) => frame?,
+                None => return Err(ClientError::Ended),
+            };
+            if let Some(message) = decode(frame)? {
+                return Ok(message);
+            }
+        }
+    }
+}
+
+/// A server message from a frame; `None` for pings and pongs.
+fn decode(frame: Message) -> Result<Option<ServerMessage>, ClientError> {
+    match frame {
+        Message::Binary(bytes) => Ok(Some(Format::MessagePack.decode_server(&bytes, READ_LIMIT)?)),
+        Message::Text(text) => Ok(Some(
+            Format::Json.decode_server(text.as_bytes(), READ_LIMIT)?,
+        )),
+        Message::Close(frame) => Err(closed(frame)),
+        _ => Ok(None),
+    }
+}
+
+fn frame(format: Format, message: &ClientMessage) -> Result<Message, ClientError> {
+    let bytes = format.encode(message)?;
+    Ok(match format {
+        Format::MessagePack => Message::Binary(bytes.into()),
+        Format::Json => Message::Text(String::from_utf8_lossy(&bytes).into_owned().into()),
+    })
 }
 
 fn closed(frame: Option<CloseFrame>) -> ClientError {

@@ -987,7 +987,7 @@ impl Actor {
                 }
                 Outcome::Rejected(rejection) => {
                     self.shared.metrics.rejected(rejection.code.as_str());
-                    if rejection.code.is_quarantined() {
+                    if rejection.code.is_quarantined() && !rejection.repeated {
                         tracing::info!(
                             space_id = %self.id,
                             operation_id = %rejection.operation_id,

@@ -68,6 +68,12 @@ impl Server {
         let stop_accepting = CancellationToken::new();
         let app = http::router(shared.clone());
         let stop = stop_accepting.clone();
+        // Acks and broadcasts are small frames that must leave at once: no Nagle delay.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let serving = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -74,6 +74,8 @@ enum Command {
         #[command(flatten)]
         database: Database,
     },
+    /// Load-test a server and check that nothing was lost, duplicated or diverged.
+    Load(Box<LoadArgs>),
     /// List, inspect, release (re-apply) or drop quarantined ops.
     Quarantine {
         #[command(flatten)]
@@ -81,6 +83,74 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// WebSocket URL of the server to load (`ws://host:port/ws`). Without it, a server is
+    /// started in this process: on --database-url if given, else on a fresh embedded store in
+    /// a temporary directory.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    spaces: usize,
+    #[arg(long, default_value_t = 2)]
+    clients_per_space: usize,
+    /// Measured time, after the warmup (`10s`, `500ms`, `2m`, or seconds).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: std::time::Duration,
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: std::time::Duration,
+    /// Offered load in steps per second over all clients (open loop). Without it: closed
+    /// loop, one step in flight per client.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Probability per connection step of sending a dependent before its dependency.
+    #[arg(long, default_value_t = 0.0)]
+    misorder: f64,
+    /// Probability per step of resending an acknowledged op.
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Probability per step of a poison op (malformed or unknown).
+    #[arg(long, default_value_t = 0.0)]
+    poison: f64,
+    /// Probability per step of dropping the connection, resuming and resending.
+    #[arg(long, default_value_t = 0.0)]
+    reconnects: f64,
+    /// Speak JSON instead of MessagePack.
+    #[arg(long)]
+    json_frames: bool,
+    /// Print only the final JSON line (no progress, no summary).
+    #[arg(long)]
+    json: bool,
+    /// With a self-started server on PostgreSQL: apply pending migrations first.
+    #[arg(long)]
+    migrate: bool,
+    #[command(flatten)]
+    database: Database,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(index) => text.split_at(index),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +181,12 @@ struct CannotRun(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // A load run prints its own progress; the server it starts only speaks up on trouble.
+    let default_filter = match cli.command {
+        Command::Load(_) => "warn",
+        _ => "info,refinery_core=warn",
+    };
+    init_logging(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,9 +210,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,refinery_core=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -193,6 +268,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Doctor { database } => doctor(&database).await,
         Command::Quarantine { database, command } => quarantine(&database, command).await,
+        Command::Load(args) => load(*args).await,
     }
 }
 
@@ -226,6 +302,7 @@ async fn serve(listen: SocketAddr, database: &Database, migrate: bool) -> anyhow
         );
     }
     let description = store.describe();
+    let signals = Signals::install()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| CannotRun(format!("cannot listen on {listen}: {error}")))?;
@@ -236,7 +313,7 @@ async fn serve(listen: SocketAddr, database: &Database, migrate: bool) -> anyhow
         "spacesync {} serving on ws://{address}/ws (health: http://{address}/healthz)\nstore: {description}",
         env!("CARGO_PKG_VERSION")
     );
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: flushing every space, then closing connections with 1001");
     let report = server.shutdown().await;
     if report.is_clean() {
@@ -248,24 +325,39 @@ async fn serve(listen: SocketAddr, database: &Database, migrate: bool) -> anyhow
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
+/// SIGINT or SIGTERM. Installed before the server announces itself, so a signal that
+/// follows the announcement is never missed.
+#[cfg(unix)]
+struct Signals(tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        Ok(Signals(
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.0.recv() => {}
+            _ = self.1.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn wait(self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -457,4 +549,121 @@ async fn release(store: &dyn Store, space: &str, operation_id: &str) -> anyhow::
             )
         }
     }
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    // Without --server: a server of our own, on the configured database or a fresh embedded
+    // store in a temporary directory.
+    let mut own = None;
+    let mut temporary = None;
+    let server_url = match &args.server {
+        Some(url) => url.clone(),
+        None => {
+            let store: Arc<dyn Store> = match args
+                .database
+                .database_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+            {
+                Some(url) => {
+                    let store =
+                        PgStore::connect(url, 16).map_err(|error| CannotRun(error.to_string()))?;
+                    let status = if args.migrate {
+                        store.migrate().await
+                    } else {
+                        store.schema_status().await
+                    }
+                    .map_err(|error| CannotRun(error.to_string()))?;
+                    if !status.pending.is_empty() {
+                        return Err(CannotRun("the database schema is behind: pass --migrate or run `spacesync migrate`".to_owned()).into());
+                    }
+                    Arc::new(store)
+                }
+                None => {
+                    let dir = tempfile::tempdir().map_err(|error| CannotRun(error.to_string()))?;
+                    let store = SqliteStore::open(dir.path())
+                        .map_err(|error| CannotRun(error.to_string()))?;
+                    Store::migrate(&store)
+                        .await
+                        .map_err(|error| CannotRun(error.to_string()))?;
+                    temporary = Some(dir);
+                    Arc::new(store)
+                }
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let config = ServerConfig {
+                // The checker reads every space's whole log through the protocol.
+                resume_from_log: u64::MAX,
+                ..ServerConfig::default()
+            };
+            let server = Server::start(config, store.clone(), listener)?;
+            let url = format!("ws://{}/ws", server.local_addr());
+            if !args.json {
+                eprintln!("load: started a server on {url} ({})", store.describe());
+            }
+            own = Some((server, store));
+            url
+        }
+    };
+    let config = spacesync_load::LoadConfig {
+        server: server_url,
+        spaces: args.spaces.max(1),
+        clients_per_space: args.clients_per_space.max(1),
+        duration: args.duration,
+        warmup: args.warmup,
+        rate: args.rate,
+        seed: args.seed,
+        faults: spacesync_load::workload::Faults {
+            misorder: args.misorder,
+            duplicates: args.duplicates,
+            poison: args.poison,
+        },
+        reconnects: args.reconnects,
+        format: if args.json_frames {
+            spacesync_protocol::Format::Json
+        } else {
+            spacesync_protocol::Format::MessagePack
+        },
+        progress: !args.json,
+        run_id: format!("load-{}-{}", args.seed, std::process::id()),
+    };
+    let mut report = spacesync_load::run(config.clone())
+        .await
+        .map_err(|error| CannotRun(error.to_string()))?;
+    if let Some((server, store)) = own {
+        // With the store at hand: exactly the poison ops are quarantined.
+        let mut spaces: Vec<String> = (0..config.spaces)
+            .map(|index| format!("{}-s{index}", config.run_id))
+            .collect();
+        spaces.sort();
+        let mut quarantined = Vec::new();
+        for space in &spaces {
+            for entry in store.quarantine_list(Some(space), i64::MAX).await? {
+                quarantined.push((entry.space_id, entry.operation_id));
+            }
+        }
+        quarantined.sort();
+        let mut expected = report.poison_ids.clone();
+        expected.sort();
+        if quarantined != expected {
+            report.errors += 1;
+            report.error_samples.push(format!(
+                "the quarantine holds {} ops, {} poison ops were sent",
+                quarantined.len(),
+                expected.len()
+            ));
+        }
+        server.shutdown().await;
+    }
+    drop(temporary);
+    if !args.json {
+        eprintln!("{}", report.summary());
+    }
+    println!("{}", report.to_json(&config));
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

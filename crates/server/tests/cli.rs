@@ -365,3 +365,63 @@ async fn without_a_database_serve_runs_on_the_embedded_store() {
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stdout).contains("empty"));
 }
+
+#[test]
+fn spacesync_load_runs_checks_and_prints_one_json_line() {
+    let output = spacesync()
+        .args([
+            "load",
+            "--spaces",
+            "2",
+            "--clients-per-space",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--poison",
+            "0.05",
+            "--misorder",
+            "0.2",
+            "--json",
+        ])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().last().expect("a final line");
+    let report: serde_json::Value = serde_json::from_str(line).expect("JSON");
+    for field in [
+        "acked_ops_per_s",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+        "fanout_per_s",
+        "rejected",
+        "lost",
+        "duplicated",
+        "diverged",
+        "errors",
+        "spaces",
+        "clients_per_space",
+        "duration_s",
+        "warmup_s",
+        "rate",
+        "seed",
+    ] {
+        assert!(report.get(field).is_some(), "{field} missing in {line}");
+    }
+    assert_eq!(report["lost"], json!(0));
+    assert_eq!(report["diverged"], json!(0));
+    assert!(
+        report["acked_ops_per_s"]
+            .as_f64()
+            .is_some_and(|rate| rate > 0.0)
+    );
+}

@@ -1,0 +1,877 @@
+//! `spacesync load`: drives a spacesync server with many spaces × clients over the native
+//! protocol, measures acknowledged throughput and latency (HDR histogram), and checks at the
+//! end that nothing was lost, duplicated or diverged:
+//!
+//! - every acknowledged op is in its space's log exactly once, at the seq it was acked with;
+//! - every space's sequence numbers are gapless;
+//! - every client's view (what it saw: its acks and the broadcasts) equals a fresh download;
+//! - every injected poison op was rejected and is remembered (a resend is refused at once),
+//!   and no good op was rejected.
+//!
+//! Closed loop (the default): each client has one step in flight and sends the next after its
+//! answers. Open loop (`rate`): steps are sent on a schedule whatever the answers, and latency
+//! is measured from the scheduled time, so a slow server cannot hide queueing.
+
+pub mod workload;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+use spacesync_client::{Client, ClientError, ClientReceiver, ClientSender};
+use spacesync_core::kinopio::{import, normalized};
+use spacesync_core::{Space, SpaceConfig};
+use spacesync_protocol::{ClientMessage, Format, Operation, Seq, ServerMessage};
+use tokio::time::Instant;
+
+use crate::workload::{Faults, StepKind, Workload};
+
+/// How long the end-of-run phases wait for answers and catch-up before counting a failure.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A load run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The WebSocket URL, e.g. `ws://127.0.0.1:8080/ws`.
+    pub server: String,
+    pub spaces: usize,
+    pub clients_per_space: usize,
+    /// Measured time (after the warmup).
+    pub duration: Duration,
+    /// Time before measuring starts (load runs, nothing is counted).
+    pub warmup: Duration,
+    /// Offered steps per second over all clients (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
+    pub seed: u64,
+    pub faults: Faults,
+    /// Probability per step that the client drops its connection, reconnects, resumes by
+    /// seq and resends what was not answered.
+    pub reconnects: f64,
+    pub format: Format,
+    /// Print a progress line every second to stderr.
+    pub progress: bool,
+    /// Prefix of the space ids (fresh spaces for every run).
+    pub run_id: String,
+}
+
+impl Default for LoadConfig {
+    fn default() -> LoadConfig {
+        LoadConfig {
+            server: "ws://127.0.0.1:8080/ws".to_owned(),
+            spaces: 10,
+            clients_per_space: 2,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            rate: None,
+            seed: 1,
+            faults: Faults {
+                misorder: 0.0,
+                duplicates: 0.0,
+                poison: 0.0,
+            },
+            reconnects: 0.0,
+            format: Format::MessagePack,
+            progress: true,
+            run_id: format!("load-{}", std::process::id()),
+        }
+    }
+}
+
+/// What a run measured and found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub acked: u64,
+    pub acked_ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub fanout_per_s: f64,
+    /// Permanent rejections of the poison ops (expected).
+    pub rejected: u64,
+    pub poison_sent: u64,
+    pub duplicates_sent: u64,
+    pub reconnects: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub diverged: u64,
+    /// Everything else that went wrong: good ops rejected, poison accepted or not
+    /// remembered, wrong duplicate seqs, gaps, protocol errors, timeouts.
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    pub final_seqs: u64,
+    /// `(space, operationId)` of every poison op sent, for a check against the quarantine.
+    pub poison_ids: Vec<(String, String)>,
+}
+
+impl Report {
+    /// Nothing lost, duplicated or diverged, and no other error.
+    pub fn is_clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.diverged == 0 && self.errors == 0
+    }
+
+    /// The final JSON line.
+    pub fn to_json(&self, config: &LoadConfig) -> Value {
+        json!({
+            "acked_ops_per_s": round(self.acked_ops_per_s),
+            "p50_ms": round(self.p50_ms), "p95_ms": round(self.p95_ms),
+            "p99_ms": round(self.p99_ms), "max_ms": round(self.max_ms),
+            "fanout_per_s": round(self.fanout_per_s),
+            "acked": self.acked, "rejected": self.rejected,
+            "poison_sent": self.poison_sent, "duplicates_sent": self.duplicates_sent,
+            "reconnects": self.reconnects,
+            "lost": self.lost, "duplicated": self.duplicated, "diverged": self.diverged,
+            "errors": self.errors, "ops_in_logs": self.final_seqs,
+            "spaces": config.spaces, "clients_per_space": config.clients_per_space,
+            "duration_s": config.duration.as_secs_f64(), "warmup_s": config.warmup.as_secs_f64(),
+            "rate": config.rate, "seed": config.seed,
+            "misorder": config.faults.misorder, "duplicates": config.faults.duplicates,
+            "poison": config.faults.poison, "reconnect_rate": config.reconnects,
+            "format": match config.format { Format::MessagePack => "msgpack", Format::Json => "json" },
+            "server": config.server,
+        })
+    }
+
+    /// A few lines for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "acked {} ops ({:.0}/s), latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+             fan-out {:.0} broadcasts/s\n\
+             poison sent {} (rejected {}), duplicates sent {}, reconnects {}\n\
+             check: lost {}, duplicated {}, diverged {}, errors {} -> {}{}",
+            self.acked,
+            self.acked_ops_per_s,
+            self.p50_ms,
+            self.p95_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.fanout_per_s,
+            self.poison_sent,
+            self.rejected,
+            self.duplicates_sent,
+            self.reconnects,
+            self.lost,
+            self.duplicated,
+            self.diverged,
+            self.errors,
+            if self.is_clean() { "OK" } else { "FAILED" },
+            self.error_samples
+                .iter()
+                .map(|sample| format!("\n  {sample}"))
+                .collect::<String>()
+        )
+    }
+}
+
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Why a run could not be carried out (as opposed to a run that found problems).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot reach the server: {0}")]
+    Connect(#[from] ClientError),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Counters shared by the clients and the progress printer.
+struct Stats {
+    measuring: AtomicBool,
+    acked: AtomicU64,
+    broadcasts: AtomicU64,
+    errors: AtomicU64,
+    histogram: Mutex<Histogram<u64>>,
+    interval: Mutex<Histogram<u64>>,
+    samples: Mutex<Vec<String>>,
+}
+
+impl Stats {
+    fn error(&self, sample: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut samples) = self.samples.lock()
+            && samples.len() < 10
+        {
+            samples.push(sample);
+        }
+    }
+
+    fn latency(&self, micros: u64) {
+        for histogram in [&self.histogram, &self.interval] {
+            if let Ok(mut histogram) = histogram.lock() {
+                let _ = histogram.record(micros.max(1));
+            }
+        }
+    }
+}
+
+/// Microseconds from 1 µs to 10 minutes, 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant, valid bounds")
+}
+
+/// An op waiting for its answer.
+#[derive(Debug, Clone)]
+struct Pending {
+    op: Operation,
+    sent_at: Instant,
+    kind: StepKind,
+}
+
+/// One simulated client.
+struct LoadClient {
+    index: usize,
+    space: String,
+    client_id: String,
+    workload: Workload,
+    sender: ClientSender,
+    receiver: ClientReceiver,
+    pending: IndexMap<String, Pending>,
+    /// What this client saw: a snapshot it joined with, and every op after it by seq.
+    base: Option<(Seq, Value)>,
+    view: BTreeMap<Seq, Operation>,
+    /// Good ops acknowledged: op id → seq.
+    acked: HashMap<String, Seq>,
+    poison: Vec<Operation>,
+    poison_rejected: u64,
+    duplicates_sent: u64,
+    reconnects: u64,
+}
+
+impl LoadClient {
+    async fn connect(
+        config: &LoadConfig,
+        client_id: &str,
+        space: &str,
+        since: Option<Seq>,
+    ) -> Result<(ClientSender, ClientReceiver), ClientError> {
+        let client = Client::connect(&config.server, config.format, Some(client_id)).await?;
+        let (mut sender, receiver) = client.split();
+        sender
+            .send(&ClientMessage::Join {
+                space_id: space.to_owned(),
+                since,
+            })
+            .await?;
+        Ok((sender, receiver))
+    }
+
+    /// The highest seq up to which this client's view has no gap.
+    fn contiguous(&self) -> Seq {
+        let mut seq = self.base.as_ref().map_or(0, |(seq, _)| *seq);
+        while self.view.contains_key(&(seq + 1)) {
+            seq += 1;
+        }
+        seq
+    }
+
+    /// Records a message; returns an op to send again (it was refused as retryable).
+    fn handle(&mut self, message: ServerMessage, stats: &Stats) -> Option<Operation> {
+        match message {
+            ServerMessage::Joined {
+                seq, snapshot, ops, ..
+            } => {
+                if let Some(snapshot) = snapshot {
+                    self.base = Some((seq, snapshot));
+                    self.view.retain(|known, _| *known > seq);
+                }
+                for op in ops {
+                    self.view.insert(op.seq, op.op);
+                }
+            }
+            ServerMessage::Ack {
+                operation_id,
+                seq,
+                duplicate,
+                ..
+            } => {
+                let pending = self.pending.shift_remove(&operation_id)?;
+                match pending.kind {
+                    StepKind::Poison => {
+                        stats.error(format!(
+                            "poison op {operation_id} was accepted at seq {seq}"
+                        ));
+                    }
+                    StepKind::Duplicate(original) => {
+                        if seq != original || !duplicate {
+                            stats.error(format!(
+                                "resent {operation_id} got seq {seq} (duplicate: {duplicate}), first acked at {original}"
+                            ));
+                        }
+                    }
+                    StepKind::Good => {
+                        if let Some(first) = self.acked.insert(operation_id.clone(), seq)
+                            && first != seq
+                        {
+                            stats.error(format!("{operation_id} acked at {first} and at {seq}"));
+                        }
+                        self.view.insert(seq, pending.op.clone());
+                        self.workload.acked(&pending.op, seq);
+                        if stats.measuring.load(Ordering::Relaxed) {
+                            stats.acked.fetch_add(1, Ordering::Relaxed);
+                            let micros = u64::try_from(pending.sent_at.elapsed().as_micros())
+                                .unwrap_or(u64::MAX);
+                            stats.latency(micros);
+                        }
+                    }
+                }
+            }
+            ServerMessage::Rejected {
+                operation_id,
+                code,
+                permanent,
+                message,
+                ..
+            } => {
+                let pending = self.pending.shift_remove(&operation_id)?;
+                match (pending.kind, permanent) {
+                    (StepKind::Poison, true) => self.poison_rejected += 1,
+                    (_, false) => {
+                        // Retryable (overloaded, store unavailable): send it again.
+                        let op = pending.op.clone();
+                        self.pending.insert(operation_id, pending);
+                        return Some(op);
+                    }
+                    _ => stats.error(format!(
+                        "good op {operation_id} ({}) rejected: {code}: {message}",
+                        pending.op.name
+                    )),
+                }
+            }
+            ServerMessage::Broadcast { seq, op, .. } => {
+                if stats.measuring.load(Ordering::Relaxed) {
+                    stats.broadcasts.fetch_add(1, Ordering::Relaxed);
+                }
+                self.view.insert(seq, op);
+            }
+            ServerMessage::Error { code, message } => {
+                stats.error(format!("{}: error {code:?}: {message}", self.client_id));
+            }
+            ServerMessage::Held { .. }
+            | ServerMessage::Presence { .. }
+            | ServerMessage::Welcome { .. }
+            | ServerMessage::Left { .. } => {}
+        }
+        None
+    }
+
+    /// Handles a message and sends again what came back retryable, after a short pause.
+    async fn receive(&mut self, message: ServerMessage, stats: &Stats) -> Result<(), ClientError> {
+        if let Some(op) = self.handle(message, stats) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.sender.submit(&self.space, vec![op]).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_step(
+        &mut self,
+        config: &LoadConfig,
+        scheduled: Instant,
+    ) -> Result<(), ClientError> {
+        let step = self.workload.step();
+        match step.kind {
+            StepKind::Poison => self.poison.extend(step.ops.iter().cloned()),
+            StepKind::Duplicate(_) => self.duplicates_sent += 1,
+            StepKind::Good => {}
+        }
+        for op in &step.ops {
+            let id = op
+                .envelope()
+                .map(|envelope| envelope.operation_id)
+                .unwrap_or_default();
+            self.pending.insert(
+                id,
+                Pending {
+                    op: op.clone(),
+                    sent_at: scheduled,
+                    kind: step.kind,
+                },
+            );
+        }
+        self.sender.submit(&self.space, step.ops).await?;
+        if config.reconnects > 0.0 && rand::random::<f64>() < config.reconnects {
+            self.reconnect(config).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the connection without a goodbye, reconnects, resumes from the last seq it has
+    /// without a gap, and resends every op not answered yet (same op ids).
+    async fn reconnect(&mut self, config: &LoadConfig) -> Result<(), ClientError> {
+        self.reconnects += 1;
+        let since = self.contiguous();
+        let (sender, receiver) =
+            LoadClient::connect(config, &self.client_id, &self.space, Some(since)).await?;
+        // The old halves are dropped here: the connection is cut mid-stream.
+        self.sender = sender;
+        self.receiver = receiver;
+        let ops: Vec<Operation> = self
+            .pending
+            .values()
+            .map(|pending| pending.op.clone())
+            .collect();
+        if !ops.is_empty() {
+            self.sender.submit(&self.space, ops).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the workload until `end`.
+    async fn run(
+        &mut self,
+        config: &LoadConfig,
+        stats: &Stats,
+        end: Instant,
+        interval: Option<Duration>,
+    ) {
+        let mut schedule = interval.map(|period| {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            ticker
+        });
+        loop {
+            if Instant::now() >= end {
+                return;
+            }
+            let closed_loop_ready = schedule.is_none() && self.pending.is_empty();
+            if closed_loop_ready {
+                if let Err(error) = self.send_step(config, Instant::now()).await {
+                    stats.error(format!("{}: send failed: {error}", self.client_id));
+                    return;
+                }
+                continue;
+            }
+            let tick = async {
+                match schedule.as_mut() {
+                    Some(ticker) => ticker.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                scheduled = tick => {
+                    if self.pending.len() < 10_000
+                        && let Err(error) = self.send_step(config, scheduled).await
+                    {
+                        stats.error(format!("{}: send failed: {error}", self.client_id));
+                        return;
+                    }
+                }
+                message = self.receiver.recv() => match message {
+                    Ok(message) => {
+                        if let Err(error) = self.receive(message, stats).await {
+                            stats.error(format!("{}: send failed: {error}", self.client_id));
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        stats.error(format!("{}: connection lost: {error}", self.client_id));
+                        if self.reconnect(config).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+                () = tokio::time::sleep_until(end) => return,
+            }
+        }
+    }
+
+    /// Waits until every op sent has its answer.
+    async fn settle(&mut self, stats: &Stats) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Ok(message)) => {
+                    if self.receive(message, stats).await.is_err() {
+                        stats.error(format!("{}: send failed while settling", self.client_id));
+                        return;
+                    }
+                }
+                Ok(Err(error)) => {
+                    stats.error(format!(
+                        "{}: connection lost while settling: {error}",
+                        self.client_id
+                    ));
+                    return;
+                }
+                Err(_) => {
+                    stats.error(format!(
+                        "{}: {} ops never answered",
+                        self.client_id,
+                        self.pending.len()
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads until its view has every seq up to `head`.
+    async fn catch_up(&mut self, head: Seq, stats: &Stats) -> bool {
+        let deadline = Instant::now() + PATIENCE;
+        while self.contiguous() < head {
+            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Ok(message)) => {
+                    self.handle(message, stats);
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The space as this client saw it.
+    fn view(&self, head: Seq) -> Result<Value, String> {
+        let mut space = match &self.base {
+            Some((seq, snapshot)) => {
+                let imported =
+                    import(snapshot, SpaceConfig::default()).map_err(|error| error.to_string())?;
+                Space::from_state(
+                    self.space.clone(),
+                    *seq,
+                    imported.state().clone(),
+                    SpaceConfig::default(),
+                )
+            }
+            None => Space::new(self.space.clone(), SpaceConfig::default()),
+        };
+        for (seq, op) in self.view.range(space.seq() + 1..=head) {
+            space.replay(*seq, op).map_err(|error| error.to_string())?;
+        }
+        Ok(space.state().to_kinopio())
+    }
+}
+
+/// Runs the load and the checker.
+pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
+    let stats = Arc::new(Stats {
+        measuring: AtomicBool::new(false),
+        acked: AtomicU64::new(0),
+        broadcasts: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        histogram: Mutex::new(histogram()),
+        interval: Mutex::new(histogram()),
+        samples: Mutex::new(Vec::new()),
+    });
+    let clients_total = config.spaces * config.clients_per_space;
+    let interval = config
+        .rate
+        .filter(|rate| *rate > 0.0)
+        .map(|rate| Duration::from_secs_f64(clients_total as f64 / rate));
+
+    // Connect everyone first; the clock starts when all have joined.
+    let mut clients = Vec::with_capacity(clients_total);
+    for space_index in 0..config.spaces {
+        let space = format!("{}-s{space_index}", config.run_id);
+        for client_index in 0..config.clients_per_space {
+            let index = space_index * config.clients_per_space + client_index;
+            let client_id = format!("{}-c{index}", config.run_id);
+            let (sender, receiver) = LoadClient::connect(&config, &client_id, &space, None).await?;
+            let seed = config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(index as u64);
+            let mut client = LoadClient {
+                index,
+                workload: Workload::new(seed, &client_id, &space, config.faults),
+                space: space.clone(),
+                client_id,
+                sender,
+                receiver,
+                pending: IndexMap::new(),
+                base: None,
+                view: BTreeMap::new(),
+                acked: HashMap::new(),
+                poison: Vec::new(),
+                poison_rejected: 0,
+                duplicates_sent: 0,
+                reconnects: 0,
+            };
+            let joined = tokio::time::timeout(PATIENCE, client.receiver.recv())
+                .await
+                .map_err(|_| LoadError::Protocol("no answer to join".to_owned()))??;
+            if !matches!(joined, ServerMessage::Joined { .. }) {
+                return Err(LoadError::Protocol(format!(
+                    "expected joined, got {joined:?}"
+                )));
+            }
+            client.handle(joined, &stats);
+            clients.push(client);
+        }
+    }
+
+    let start = Instant::now();
+    let measure_from = start + config.warmup;
+    let end = measure_from + config.duration;
+    let progress = config
+        .progress
+        .then(|| tokio::spawn(progress(stats.clone(), start, measure_from, end)));
+    let measuring = stats.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from).await;
+        measuring.measuring.store(true, Ordering::Relaxed);
+    });
+
+    let mut tasks = Vec::new();
+    for mut client in clients {
+        let stats = stats.clone();
+        let config = config.clone();
+        tasks.push(tokio::spawn(async move {
+            client.run(&config, &stats, end, interval).await;
+            stats.measuring.store(false, Ordering::Relaxed);
+            client.settle(&stats).await;
+            client
+        }));
+    }
+    let mut clients = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(client) => clients.push(client),
+            Err(error) => stats.error(format!("a client task failed: {error}")),
+        }
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    clients.sort_by_key(|client| client.index);
+
+    let mut report = Report::default();
+    check(&config, &mut clients, &stats, &mut report).await?;
+
+    let measured = config.duration.as_secs_f64().max(f64::EPSILON);
+    report.acked = stats.acked.load(Ordering::Relaxed);
+    report.acked_ops_per_s = report.acked as f64 / measured;
+    report.fanout_per_s = stats.broadcasts.load(Ordering::Relaxed) as f64 / measured;
+    if let Ok(histogram) = stats.histogram.lock() {
+        let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+        report.p50_ms = ms(0.50);
+        report.p95_ms = ms(0.95);
+        report.p99_ms = ms(0.99);
+        report.max_ms = histogram.max() as f64 / 1000.0;
+    }
+    report.errors += stats.errors.load(Ordering::Relaxed);
+    if let Ok(samples) = stats.samples.lock() {
+        report.error_samples.extend(samples.iter().cloned());
+    }
+    Ok(report)
+}
+
+/// The end-of-run checks, per space.
+async fn check(
+    config: &LoadConfig,
+    clients: &mut [LoadClient],
+    stats: &Stats,
+    report: &mut Report,
+) -> Result<(), LoadError> {
+    let checker = Client::connect(
+        &config.server,
+        Format::MessagePack,
+        Some(&format!("{}-checker", config.run_id)),
+    )
+    .await?;
+    let (mut sender, mut receiver) = checker.split();
+    for space_index in 0..config.spaces {
+        let space = format!("{}-s{space_index}", config.run_id);
+        // The whole log, then the whole space.
+        sender
+            .send(&ClientMessage::Join {
+                space_id: space.clone(),
+                since: Some(0),
+            })
+            .await?;
+        let (head, logged) = match next_joined(&mut receiver).await? {
+            (seq, None, ops) => (seq, ops),
+            (seq, Some(_), _) => {
+                stats.error(format!("{space}: the log was not served for checking (more ops than the server resumes from its log)"));
+                (seq, Vec::new())
+            }
+        };
+        sender
+            .send(&ClientMessage::Leave {
+                space_id: space.clone(),
+            })
+            .await?;
+        sender
+            .send(&ClientMessage::Join {
+                space_id: space.clone(),
+                since: None,
+            })
+            .await?;
+        let (_, download, _) = next_joined(&mut receiver).await?;
+        let download = download.unwrap_or(Value::Null);
+        sender
+            .send(&ClientMessage::Leave {
+                space_id: space.clone(),
+            })
+            .await?;
+        report.final_seqs += head;
+
+        // Gapless, and every op id once.
+        let mut by_id: HashMap<String, Vec<Seq>> = HashMap::new();
+        for (expected, entry) in (1..).zip(&logged) {
+            if entry.seq != expected {
+                stats.error(format!(
+                    "{space}: log seq {} where {expected} was expected",
+                    entry.seq
+                ));
+                break;
+            }
+            let id = entry
+                .op
+                .envelope()
+                .map(|envelope| envelope.operation_id)
+                .unwrap_or_default();
+            by_id.entry(id).or_default().push(entry.seq);
+        }
+        if logged.len() as u64 != head {
+            stats.error(format!(
+                "{space}: {} log entries for head seq {head}",
+                logged.len()
+            ));
+        }
+        report.duplicated += by_id
+            .values()
+            .filter(|seqs| seqs.len() > 1)
+            .map(|seqs| seqs.len() as u64 - 1)
+            .sum::<u64>();
+
+        for client in clients.iter_mut().filter(|client| client.space == space) {
+            for (id, seq) in &client.acked {
+                match by_id.get(id) {
+                    Some(seqs) if seqs.contains(seq) => {}
+                    _ => {
+                        report.lost += 1;
+                        if report.lost <= 5 {
+                            stats.error(format!(
+                                "{space}: {id} was acked at {seq} and is not in the log there"
+                            ));
+                        }
+                    }
+                }
+            }
+            report.poison_sent += client.poison.len() as u64;
+            report.rejected += client.poison_rejected;
+            report.duplicates_sent += client.duplicates_sent;
+            report.reconnects += client.reconnects;
+            // Poison ops are remembered: a resend is refused again at once.
+            if !client.poison.is_empty() {
+                let ids: Vec<String> = client
+                    .poison
+                    .iter()
+                    .filter_map(|op| op.envelope().ok())
+                    .map(|envelope| envelope.operation_id)
+                    .collect();
+                report
+                    .poison_ids
+                    .extend(ids.iter().map(|id| (space.clone(), id.clone())));
+                for (op, id) in client.poison.clone().into_iter().zip(ids) {
+                    client.pending.insert(
+                        id,
+                        Pending {
+                            op,
+                            sent_at: Instant::now(),
+                            kind: StepKind::Poison,
+                        },
+                    );
+                }
+                let ops: Vec<Operation> = client.poison.clone();
+                let before = client.poison_rejected;
+                client
+                    .sender
+                    .submit(&space, ops)
+                    .await
+                    .map_err(LoadError::Connect)?;
+                client.settle(stats).await;
+                if client.poison_rejected - before != client.poison.len() as u64 {
+                    stats.error(format!(
+                        "{}: not every poison op was refused again",
+                        client.client_id
+                    ));
+                }
+                client.poison_rejected = before;
+            }
+            // The client's view equals the download.
+            let caught_up = client.catch_up(head, stats).await;
+            let same = caught_up
+                && client
+                    .view(head)
+                    .map(|view| normalized(&view) == normalized(&download))
+                    .unwrap_or(false);
+            if !same {
+                report.diverged += 1;
+                stats.error(format!(
+                    "{}: its view differs from the download (caught up: {caught_up})",
+                    client.client_id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn next_joined(
+    receiver: &mut ClientReceiver,
+) -> Result<
+    (
+        Seq,
+        Option<Value>,
+        Vec<spacesync_protocol::SequencedOperation>,
+    ),
+    LoadError,
+> {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, receiver.recv())
+            .await
+            .map_err(|_| LoadError::Protocol("the checker got no answer to join".to_owned()))??;
+        match message {
+            ServerMessage::Joined {
+                seq, snapshot, ops, ..
+            } => return Ok((seq, snapshot, ops)),
+            ServerMessage::Error { code, message } => {
+                return Err(LoadError::Protocol(format!(
+                    "checker join failed: {code:?}: {message}"
+                )));
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// A progress line a second on stderr.
+async fn progress(stats: Arc<Stats>, start: Instant, measure_from: Instant, end: Instant) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut last = 0;
+    loop {
+        ticker.tick().await;
+        let acked = stats.acked.load(Ordering::Relaxed);
+        let p99 = stats
+            .interval
+            .lock()
+            .map(|mut histogram| {
+                let p99 = histogram.value_at_quantile(0.99) as f64 / 1000.0;
+                histogram.reset();
+                p99
+            })
+            .unwrap_or(0.0);
+        let phase = if Instant::now() < measure_from {
+            "warmup"
+        } else if Instant::now() < end {
+            "measuring"
+        } else {
+            "checking"
+        };
+        eprintln!(
+            "[{:>4}s {phase:>9}] {:>8} acked/s  p99 {p99:>7.2} ms  errors {}",
+            start.elapsed().as_secs(),
+            acked - last,
+            stats.errors.load(Ordering::Relaxed)
+        );
+        last = acked;
+    }
+}
