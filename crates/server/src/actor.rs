@@ -682,19 +682,22 @@ impl Actor {
                         .or_insert_with(|| op.clone());
                 }
                 let now_ms = self.shared.now_ms();
-                let fault = self.shared.config.fault.clone();
-                let space_id = self.id.clone();
+                let fault = self.shared.config.fault.as_ref();
+                let space_id = &self.id;
                 let space = &mut self.space;
+                let name = op.name.clone();
+                // The op moves into the core; `arrivals` keeps the copy a hold or a recovery needs.
                 let result = guarded(|| {
-                    if let Some(fault) = &fault {
-                        fault(&space_id, &op);
+                    if let Some(fault) = fault {
+                        fault(space_id, &op);
                     }
-                    space.submit(op.clone(), now_ms)
+                    space.submit(op, now_ms)
                 });
                 match result {
                     Ok(results) => {
                         for outcome in results {
-                            self.note(outcome, Some(&op), waiter.as_ref(), &mut outcomes);
+                            let held_op = arrivals.get(&operation_id);
+                            self.note(outcome, held_op, waiter.as_ref(), &mut outcomes);
                         }
                     }
                     Err(message) => {
@@ -705,7 +708,9 @@ impl Actor {
                             panic = %message,
                             "panic while applying an op; quarantining it and restarting the space from the store"
                         );
-                        arrivals.shift_remove(&operation_id);
+                        let op = arrivals
+                            .shift_remove(&operation_id)
+                            .unwrap_or_else(|| Operation::new(name, Value::Null));
                         let rejection = internal_error(operation_id.clone(), op, &message);
                         if operation_id.is_empty() {
                             if let Some(waiter) = &waiter {

@@ -104,41 +104,49 @@ async fn run(
     }
 }
 
-/// Writes requests until each has its answer.
-async fn write(store: &dyn Store, metrics: &Metrics, mut batch: Vec<Request>) {
-    while !batch.is_empty() {
-        let entries: Vec<NewLogEntry> = batch
-            .iter()
-            .flat_map(|request| request.entries.iter().cloned())
-            .collect();
-        let outcome = append_retrying(store, metrics, &entries).await;
+/// Writes requests until each has its answer. The rows are moved into one batch, not copied;
+/// after a refused row, the requests behind it are written again from the same batch.
+async fn write(store: &dyn Store, metrics: &Metrics, batch: Vec<Request>) {
+    let mut entries = Vec::with_capacity(batch.iter().map(|request| request.entries.len()).sum());
+    let mut waiting = Vec::with_capacity(batch.len());
+    for request in batch {
+        let rows = request.entries.len();
+        entries.extend(request.entries);
+        waiting.push((rows, request.reply));
+    }
+    let mut offset = 0;
+    while !waiting.is_empty() {
+        let outcome = append_retrying(store, metrics, &entries[offset..]).await;
         let Some(poison) = outcome.poison else {
-            for request in batch {
-                let _ = request.reply.send(CommitResult::Committed);
+            for (_, reply) in waiting {
+                let _ = reply.send(CommitResult::Committed);
             }
             return;
         };
-        // Requests wholly before the poison row committed; the one holding it is answered
-        // with its local index; those after it were not written and go again.
+        // Requests wholly before the refused row committed; the one holding it is answered
+        // with its own index; those after it were not written and go again.
         let index = poison.index;
         let mut poison = Some(poison);
         let mut start = 0;
         let mut rest = Vec::new();
-        for request in batch {
-            let end = start + request.entries.len();
+        let mut rest_offset = None;
+        for (rows, reply) in waiting {
+            let end = start + rows;
             if end <= index {
-                let _ = request.reply.send(CommitResult::Committed);
+                let _ = reply.send(CommitResult::Committed);
             } else if start <= index {
                 if let Some(mut poison) = poison.take() {
                     poison.index = index - start;
-                    let _ = request.reply.send(CommitResult::Poison(poison));
+                    let _ = reply.send(CommitResult::Poison(poison));
                 }
             } else {
-                rest.push(request);
+                rest_offset.get_or_insert(start);
+                rest.push((rows, reply));
             }
             start = end;
         }
-        batch = rest;
+        offset += rest_offset.unwrap_or(start);
+        waiting = rest;
     }
 }
 

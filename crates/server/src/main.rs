@@ -14,6 +14,11 @@ use spacesync_protocol::Operation;
 use spacesync_server::{Server, ServerConfig, actor};
 use spacesync_store::{NewLogEntry, PgStore, QuarantineEntry, SqliteStore, Store};
 
+/// mimalloc: the server allocates many small, short-lived values per op (JSON bodies, frames)
+/// on several threads; glibc's allocator contended on its arena locks in the profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "spacesync",

@@ -668,7 +668,7 @@ async fn insert_copy(
     let mut writer = std::pin::pin!(writer);
     for entry in entries {
         let seq = seq_to_sql(entry.seq)?;
-        let payload = Json(operation_json(&entry.op));
+        let payload = Json(&entry.op);
         writer
             .as_mut()
             .write(&[
@@ -685,37 +685,38 @@ async fn insert_copy(
     Ok(())
 }
 
-/// The batch as columns, for one `INSERT … SELECT FROM unnest(…)`.
-struct Columns {
-    space_ids: Vec<String>,
+/// The batch as columns, for one `INSERT … SELECT FROM unnest(…)`; borrowed, so a batch is
+/// serialised straight from the entries.
+struct Columns<'a> {
+    space_ids: Vec<&'a str>,
     seqs: Vec<i64>,
-    operation_ids: Vec<String>,
-    client_ids: Vec<Option<String>>,
-    names: Vec<String>,
-    payloads: Vec<Json<Value>>,
+    operation_ids: Vec<&'a str>,
+    client_ids: Vec<Option<&'a str>>,
+    names: Vec<&'a str>,
+    payloads: Vec<Json<&'a Operation>>,
 }
 
-impl Columns {
-    fn of(entries: &[NewLogEntry]) -> Result<Columns, StoreError> {
+impl<'a> Columns<'a> {
+    fn of(entries: &'a [NewLogEntry]) -> Result<Columns<'a>, StoreError> {
         Ok(Columns {
-            space_ids: entries.iter().map(|entry| entry.space_id.clone()).collect(),
+            space_ids: entries
+                .iter()
+                .map(|entry| entry.space_id.as_str())
+                .collect(),
             seqs: entries
                 .iter()
                 .map(|entry| seq_to_sql(entry.seq))
                 .collect::<Result<_, _>>()?,
             operation_ids: entries
                 .iter()
-                .map(|entry| entry.operation_id.clone())
+                .map(|entry| entry.operation_id.as_str())
                 .collect(),
             client_ids: entries
                 .iter()
-                .map(|entry| entry.client_id.clone())
+                .map(|entry| entry.client_id.as_deref())
                 .collect(),
-            names: entries.iter().map(|entry| entry.op.name.clone()).collect(),
-            payloads: entries
-                .iter()
-                .map(|entry| Json(operation_json(&entry.op)))
-                .collect(),
+            names: entries.iter().map(|entry| entry.op.name.as_str()).collect(),
+            payloads: entries.iter().map(|entry| Json(&entry.op)).collect(),
         })
     }
 }

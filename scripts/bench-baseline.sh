@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The physical baseline (BRIEF §7): what raw PostgreSQL on this machine does for the same rows.
+# pgbench, a custom script: one transaction inserting a 100-row batch into an append-only table
+# with op_log's columns and indexes, payloads of a drag op's size. Prints one JSON line per run
+# and a final one with the median: {"baseline_rows_per_s": …}.
+#
+#   scripts/bench-baseline.sh [runs=3] [seconds=10] [clients=8]
+set -euo pipefail
+runs="${1:-3}"; seconds="${2:-10}"; clients="${3:-8}"
+host="${PGHOST:-127.0.0.1}"; user="${PGUSER:-postgres}"
+db="spacesync_baseline_$$"
+psql -h "$host" -U "$user" -qc "CREATE DATABASE $db"
+trap 'psql -h "$host" -U "$user" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
+psql -h "$host" -U "$user" -d "$db" -q <<'SQL'
+CREATE TABLE op_log (
+    space_id     text        NOT NULL,
+    seq          bigint      NOT NULL,
+    operation_id text        NOT NULL,
+    client_id    text,
+    name         text        NOT NULL,
+    payload      jsonb       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT op_log_pkey PRIMARY KEY (space_id, seq),
+    CONSTRAINT op_log_operation_id_key UNIQUE (space_id, operation_id),
+    CONSTRAINT op_log_seq_positive CHECK (seq > 0)
+);
+SQL
+script="$(mktemp)"
+cat > "$script" <<'PGB'
+\set batch random(1, 2000000000)
+INSERT INTO op_log (space_id, seq, operation_id, client_id, name, payload)
+SELECT 'space-' || :client_id || '-' || :batch, g, 'op-' || :batch || '-' || g, 'bench-client-0001', 'updateCard',
+       jsonb_build_object('operationId', 'op-' || :batch || '-' || g, 'spaceId', 'space-' || :client_id,
+                          'userId', 'user-0001', 'clientCreatedAt', 1764806400000 + g,
+                          'id', 'card-000000000000001', 'x', g, 'y', 200, 'z', 3)
+FROM generate_series(1, 100) AS g;
+PGB
+results=()
+for run in $(seq 1 "$runs"); do
+  echo "baseline run $run/$runs: pgbench -c $clients -j 2 -T $seconds (100 rows per transaction)" >&2
+  tps=$(pgbench -h "$host" -U "$user" -n -c "$clients" -j 2 -T "$seconds" -f "$script" "$db" 2>/dev/null \
+        | awk '/^tps = /{print $3; exit}')
+  rows=$(awk -v tps="$tps" 'BEGIN{printf "%.0f", tps * 100}')
+  echo "{\"run\":$run,\"baseline_tps\":$tps,\"baseline_rows_per_s\":$rows}"
+  results+=("$rows")
+done
+rm -f "$script"
+median=$(printf '%s\n' "${results[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+echo "{\"baseline_rows_per_s\":$median,\"runs\":$runs,\"seconds\":$seconds,\"clients\":$clients}"
