@@ -22,3 +22,39 @@ clippy:
 # Criterion benches of the codecs and apply (release build); see docs/benchmarks.md.
 bench:
     cargo bench -p spacesync-benches
+
+# The physical baseline: raw PostgreSQL inserting 100-row batches with pgbench (docs/benchmarks.md).
+bench-baseline:
+    scripts/bench-baseline.sh 3 10 8
+
+# End-to-end targets with the load harness: baseline, peak, rate sweep + plot, half-peak p99,
+# poison flood, embedded store. Writes docs/bench/results.jsonl and throughput-vs-p99.svg.
+bench-load:
+    scripts/bench-load.sh
+
+# Space download hot and cold (1,000 cards + 1,000 connections).
+bench-download:
+    cargo run --release -p spacesync-benches --bin download
+
+# 10,000 idle connections and server memory per connection.
+bench-idle:
+    cargo build --release --bin spacesync -p spacesync-server
+    cargo run --release -p spacesync-benches --bin idle -- 10000
+
+# Boot time with 10,000 stored spaces, 50 restarts, index count before/after.
+bench-boot:
+    cargo build --release --bin spacesync -p spacesync-server
+    cargo run --release -p spacesync-benches --bin boot -- 50
+
+# unnest vs binary COPY for log appends.
+bench-append:
+    cargo run --release -p spacesync-benches --bin append-methods
+
+# Where the CPU goes in a closed-loop run (server, harness, PostgreSQL).
+bench-cpu:
+    cargo build --release --bin spacesync -p spacesync-server
+    scripts/cpu-split.sh --spaces 400 --clients-per-space 1 --duration 10s --warmup 2s
+
+# A short load run with every fault on, against a server it starts (embedded store).
+smoke-load:
+    cargo run --bin spacesync -- load --spaces 4 --clients-per-space 2 --duration 3s --warmup 500ms --misorder 0.2 --duplicates 0.05 --poison 0.05 --reconnects 0.02

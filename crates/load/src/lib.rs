@@ -430,8 +430,12 @@ impl LoadClient {
         end: Instant,
         interval: Option<Duration>,
     ) {
+        let clients = (config.spaces * config.clients_per_space).max(1);
         let mut schedule = interval.map(|period| {
-            let mut ticker = tokio::time::interval(period);
+            // Clients start at evenly spread phases of the period: aligned schedules would
+            // offer the whole load in one burst per period and measure the burst, not the rate.
+            let phase = period.mul_f64(self.index as f64 / clients as f64);
+            let mut ticker = tokio::time::interval_at(Instant::now() + phase, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             ticker
         });

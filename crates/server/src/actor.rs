@@ -185,6 +185,9 @@ struct Actor {
     last_snapshot_seq: Seq,
     /// The seq of the last op known durable (equal to `space.seq()` between cycles).
     committed: Seq,
+    /// `unload_after` plus up to a quarter of it, so spaces loaded together do not all unload
+    /// (and snapshot) in the same instant.
+    unload_after: Duration,
     last_activity: Instant,
     export: Option<(Seq, Value)>,
     shutting_down: bool,
@@ -192,7 +195,17 @@ struct Actor {
 
 async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::Receiver<ActorMsg>) {
     shared.metrics.actors.inc();
+    let started = std::time::Instant::now();
     let loaded = load_with_retry(&shared, &space_id, 3).await;
+    if let Ok(loaded) = &loaded {
+        tracing::debug!(
+            space_id,
+            seq = loaded.space.seq(),
+            tail = loaded.tail.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "space loaded"
+        );
+    }
     match loaded {
         Ok(loaded) => {
             shared.metrics.actor_loads.inc();
@@ -215,6 +228,10 @@ async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::R
                 next_presence: now,
                 last_snapshot_seq: loaded.snapshot_seq,
                 committed: head,
+                unload_after: shared
+                    .config
+                    .unload_after
+                    .mul_f64(1.0 + rand::random::<f64>() / 4.0),
                 last_activity: now,
                 export: None,
                 shutting_down: false,
@@ -436,7 +453,7 @@ impl Actor {
 
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
-        let mut wake = self.last_activity + self.shared.config.unload_after;
+        let mut wake = self.last_activity + self.unload_after;
         if let Some(deadline) = self.space.next_deadline() {
             let wait = deadline.saturating_sub(self.shared.now_ms());
             wake = wake.min(now + Duration::from_millis(wait));
@@ -455,7 +472,7 @@ impl Actor {
             && self.held.is_empty()
             && self.space.held_count() == 0
             && self.presence.is_empty()
-            && self.last_activity.elapsed() >= self.shared.config.unload_after
+            && self.last_activity.elapsed() >= self.unload_after
     }
 
     fn handle(&mut self, msg: ActorMsg) {
@@ -1197,6 +1214,7 @@ impl Actor {
         let shared = self.shared.clone();
         let space_id = self.id.clone();
         self.shared.actors.spawn(async move {
+            let _turn = shared.snapshot_slots.acquire().await;
             match shared.store.write_snapshot(&space_id, &snapshot).await {
                 Ok(()) => {
                     shared.metrics.snapshots_written.inc();
@@ -1212,6 +1230,9 @@ impl Actor {
         if self.space.seq() == self.last_snapshot_seq {
             return;
         }
+        // Snapshots queue for a few slots, so many spaces unloading at once never crowd out
+        // the commits that acks wait for.
+        let _turn = self.shared.snapshot_slots.acquire().await;
         let Some(snapshot) = self.stored_snapshot() else {
             return;
         };

@@ -52,6 +52,8 @@ pub struct Shared {
     /// The zero of the milliseconds passed to the core.
     pub clock: Instant,
     pub open_connections: AtomicUsize,
+    /// Snapshot writes in flight at once (they yield to commits).
+    pub snapshot_slots: tokio::sync::Semaphore,
     next_id: AtomicU64,
 }
 
@@ -76,6 +78,7 @@ impl Shared {
             closing: CancellationToken::new(),
             clock: Instant::now(),
             open_connections: AtomicUsize::new(0),
+            snapshot_slots: tokio::sync::Semaphore::new(2),
             next_id: AtomicU64::new(1),
         }
     }

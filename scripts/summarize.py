@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+"""Medians per tag from scripts/bench-load.sh results, as a Markdown table.
+
+    python3 scripts/summarize.py docs/bench/results.jsonl
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+rows = defaultdict(list)
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    rows[row["tag"]].append(row["result"])
+print("| run | n | acked ops/s | p50 ms | p99 ms | rejected | lost | duplicated | diverged | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for tag, results in rows.items():
+    if tag == "baseline":
+        print(f"| baseline (pgbench, 100-row batches) | 1 | {results[0]['baseline_rows_per_s']:,} rows/s | | | | | | | |")
+        continue
+    med = lambda key: statistics.median(r[key] for r in results)
+    total = lambda key: sum(r[key] for r in results)
+    print(f"| {tag} | {len(results)} | {med('acked_ops_per_s'):,.0f} | {med('p50_ms'):.2f} | {med('p99_ms'):.2f} | "
+          f"{total('rejected')} | {total('lost')} | {total('duplicated')} | {total('diverged')} | {total('errors')} |")
