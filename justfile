@@ -58,3 +58,7 @@ bench-cpu:
 # A short load run with every fault on, against a server it starts (embedded store).
 smoke-load:
     cargo run --bin spacesync -- load --spaces 4 --clients-per-space 2 --duration 3s --warmup 500ms --misorder 0.2 --duplicates 0.05 --poison 0.05 --reconnects 0.02
+
+# The peer on the same workload: ShareDB + sharedb-postgres (Node), then spacesync, 3 runs each.
+bench-peer:
+    scripts/bench-peer.sh 400 1 10
