@@ -21,6 +21,9 @@ use crate::actor::{ActorMsg, Answer, Waiter, answer_message};
 use crate::peer::{Outbound, Peer, encode};
 use crate::shared::{DispatchError, Shared};
 
+/// Most queued frames written together before a flush.
+const MAX_BURST: usize = 64;
+
 /// Longest space id or client id accepted.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -205,12 +208,32 @@ impl Connection {
                 }
                 outbound = rx.recv() => match outbound {
                     Some(Outbound::Frame(frame)) => {
-                        // A client that reads nothing for the idle timeout is gone; a slow
-                        // one is closed (4001) as soon as this frame is out.
-                        match tokio::time::timeout(shared.config.idle_timeout, sink.send(frame)).await {
+                        // Everything queued goes out in one write (acks and broadcasts come
+                        // in bursts). A client that reads nothing for the idle timeout is
+                        // gone; a slow one is closed (4001) as soon as this burst is out.
+                        let mut close_after = None;
+                        let burst = async {
+                            sink.feed(frame).await?;
+                            for _ in 0..MAX_BURST {
+                                match rx.try_recv() {
+                                    Ok(Outbound::Frame(frame)) => sink.feed(frame).await?,
+                                    Ok(Outbound::Close(code)) => {
+                                        close_after = Some(code);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            sink.flush().await
+                        };
+                        match tokio::time::timeout(shared.config.idle_timeout, burst).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break "gone",
                             Err(_) => break "write_timeout",
+                        }
+                        if let Some(code) = close_after {
+                            let _ = sink.send(close(code)).await;
+                            break "closed";
                         }
                     }
                     Some(Outbound::Close(code)) => {
