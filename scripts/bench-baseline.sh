@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The physical baseline (BRIEF §7): what raw PostgreSQL on this machine does for the same rows.
-# pgbench, a custom script: one transaction inserting a 100-row batch into an append-only table
-# with op_log's columns and indexes, payloads of a drag op's size. Prints one JSON line per run
+# pgbench, a custom script: one transaction inserting a 100-row batch into the real op_log table
+# (migrations/postgres/V1__init.sql: same columns, keys and check), payloads of a drag op's size. Prints one JSON line per run
 # and a final one with the median: {"baseline_rows_per_s": …}.
 #
 #   scripts/bench-baseline.sh [runs=3] [seconds=10] [clients=8]
@@ -11,20 +11,8 @@ host="${PGHOST:-127.0.0.1}"; user="${PGUSER:-postgres}"
 db="spacesync_baseline_$$"
 psql -h "$host" -U "$user" -qc "CREATE DATABASE $db"
 trap 'psql -h "$host" -U "$user" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
-psql -h "$host" -U "$user" -d "$db" -q <<'SQL'
-CREATE TABLE op_log (
-    space_id     text        NOT NULL,
-    seq          bigint      NOT NULL,
-    operation_id text        NOT NULL,
-    client_id    text,
-    name         text        NOT NULL,
-    payload      jsonb       NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT op_log_pkey PRIMARY KEY (space_id, seq),
-    CONSTRAINT op_log_operation_id_key UNIQUE (space_id, operation_id),
-    CONSTRAINT op_log_seq_positive CHECK (seq > 0)
-);
-SQL
+# The real schema: the same op_log table, keys and check the server writes to.
+psql -h "$host" -U "$user" -d "$db" -q -f "$(dirname "$0")/../migrations/postgres/V1__init.sql"
 script="$(mktemp)"
 cat > "$script" <<'PGB'
 \set batch random(1, 2000000000)

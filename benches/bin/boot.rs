@@ -11,14 +11,14 @@
 //! first `200` of `/readyz`, then SIGTERM and wait. Prints JSON with the median, p95 and max,
 //! and the index count before and after.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use spacesync_store::PgStore;
-use spacesync_testkit::{TestDatabase, execute, query_i64};
+use spacesync_testkit::{ServerProcess, TestDatabase, execute, query_i64};
 
-fn ready(address: &str) -> bool {
+fn ready(address: std::net::SocketAddr) -> bool {
     let Ok(mut stream) = std::net::TcpStream::connect(address) else {
         return false;
     };
@@ -64,29 +64,18 @@ async fn main() {
     let mut times = Vec::with_capacity(boots);
     for boot in 0..boots {
         let started = Instant::now();
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let address = loop {
-            let line = lines.next().expect("a banner").expect("reads");
-            if let Some(rest) = line.split("serving on ws://").nth(1) {
-                break rest.split('/').next().unwrap_or_default().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        while !ready(&address) {
+            .env("RUST_LOG", "warn");
+        let server = ServerProcess::spawn(command);
+        let address = server.address;
+        while !ready(address) {
             std::thread::sleep(Duration::from_millis(2));
         }
         times.push(started.elapsed().as_secs_f64() * 1000.0);
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let status = child.wait().expect("waits");
-        assert!(status.success(), "boot {boot}: {status}");
+        let code = server.terminate();
+        assert_eq!(code, 0, "boot {boot}");
         if (boot + 1) % 10 == 0 {
             eprintln!("{} boots", boot + 1);
         }

@@ -9,12 +9,12 @@
 //! N WebSocket connections that each say hello and join one of 100 spaces, and reads the
 //! server's resident memory (VmRSS) before and after. Prints JSON.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use spacesync_client::Client;
 use spacesync_protocol::{Format, ServerMessage};
+use spacesync_testkit::ServerProcess;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -38,22 +38,14 @@ async fn main() {
     let binary =
         std::env::var("SPACESYNC_BIN").unwrap_or_else(|_| "target/release/spacesync".to_owned());
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let address = loop {
-        let line = lines.next().expect("a banner").expect("reads");
-        if let Some(rest) = line.split("serving on ws://").nth(1) {
-            break rest.split('/').next().unwrap_or_default().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        .env("RUST_LOG", "warn");
+    let server = ServerProcess::spawn(command);
+    let address = server.address;
     let url = format!("ws://{address}/ws");
     // Warm up: one connection and every space loaded, so the figure is per connection.
     let mut warm = Client::connect(&url, Format::MessagePack, Some("warm"))
@@ -66,7 +58,7 @@ async fn main() {
         let _ = warm.recv().await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = child.id();
+    let pid = server.child.id();
     let before = rss_kib(pid);
     let started = Instant::now();
     let mut clients = Vec::with_capacity(count);
@@ -100,8 +92,5 @@ async fn main() {
         })
     );
     drop(clients);
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    server.terminate();
 }

@@ -2,47 +2,11 @@
 //! field intact, survives a snapshot, and builds the same space from its ops in any order.
 //! Without the folder the tests say so and pass, except under `CI=true`, where they fail.
 
-use std::path::PathBuf;
-
 use proptest::prelude::*;
-use serde_json::Value;
 use spacesync_core::kinopio::{creation_ops, import, normalized};
 use spacesync_core::{Outcome, Snapshot, Space, SpaceConfig};
 
-fn samples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kinopio-spaces")
-}
-
-/// The sample files, or `None` with a printed reason when the folder is absent outside CI.
-fn samples() -> Option<Vec<(String, Value)>> {
-    let dir = samples_dir();
-    if !dir.is_dir() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but the sample spaces are missing at {}",
-            dir.display()
-        );
-        eprintln!(
-            "SKIPPED: the real Kinopio spaces are not at {} (clone beside ../shared to run these)",
-            dir.display()
-        );
-        return None;
-    }
-    let mut files = Vec::new();
-    for path in [
-        "default-space.json",
-        "hello.json",
-        "inbox.json",
-        "new.json",
-        "legacy-8d6c04313/hello.json",
-        "legacy-d35e625ff/hello.json",
-    ] {
-        let text = std::fs::read_to_string(dir.join(path)).expect("sample is readable");
-        let json: Value = serde_json::from_str(&text).expect("sample is JSON");
-        files.push((path.to_owned(), json));
-    }
-    Some(files)
-}
+use spacesync_testkit::samples;
 
 #[test]
 fn every_sample_round_trips_with_every_field_intact() {

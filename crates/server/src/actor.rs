@@ -773,12 +773,7 @@ impl Actor {
                         space_id: self.id.clone(),
                         seq: applied.seq,
                         operation_id: applied.operation_id.clone(),
-                        client_id: self
-                            .waiters
-                            .get(&applied.operation_id)
-                            .and_then(|waiters| waiters.first())
-                            .and_then(|waiter| waiter.client_id())
-                            .map(str::to_owned),
+                        client_id: self.client_of(&applied.operation_id),
                         op: applied.op.clone(),
                     }),
                     _ => None,
@@ -1058,6 +1053,15 @@ impl Actor {
         }
     }
 
+    /// The client recorded with an op: the first that sent it.
+    fn client_of(&self, operation_id: &str) -> Option<String> {
+        self.waiters
+            .get(operation_id)
+            .and_then(|waiters| waiters.first())
+            .and_then(Waiter::client_id)
+            .map(str::to_owned)
+    }
+
     fn answer_all(&mut self, operation_id: &str, answer: Answer) {
         for waiter in self.waiters.remove(operation_id).unwrap_or_default() {
             waiter.answer(&self.id, operation_id, answer.clone());
@@ -1075,12 +1079,7 @@ impl Actor {
             .map(|rejection| NewQuarantine {
                 space_id: self.id.clone(),
                 operation_id: rejection.operation_id.clone(),
-                client_id: self
-                    .waiters
-                    .get(&rejection.operation_id)
-                    .and_then(|waiters| waiters.first())
-                    .and_then(|waiter| waiter.client_id())
-                    .map(str::to_owned),
+                client_id: self.client_of(&rejection.operation_id),
                 op: rejection.op.clone(),
                 code: rejection.code.as_str().to_owned(),
                 detail: rejection.message.clone(),

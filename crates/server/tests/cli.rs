@@ -2,14 +2,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::json;
 use spacesync_client::ClientError;
 use spacesync_protocol::Format;
-use spacesync_testkit::{TestDatabase, execute, query_i64};
+use spacesync_testkit::{ServerProcess, TestDatabase, execute, query_i64};
 
 fn spacesync() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_spacesync"));
@@ -30,14 +29,9 @@ fn run(args: &[&str], database: &str) -> (i32, String, String) {
     )
 }
 
-/// A running `spacesync serve` and the address it printed.
-struct Serving {
-    child: Child,
-    address: std::net::SocketAddr,
-}
-
-fn serve(database: &str, extra: &[&str]) -> Serving {
-    let mut child = spacesync()
+fn serve(database: &str, extra: &[&str]) -> ServerProcess {
+    let mut command = spacesync();
+    command
         .args([
             "serve",
             "--listen",
@@ -46,37 +40,8 @@ fn serve(database: &str, extra: &[&str]) -> Serving {
             database,
         ])
         .args(extra)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starts spacesync serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("serve printed where it listens before ending")
-            .expect("reads stderr");
-        if let Some(rest) = line.split("serving on ws://").nth(1) {
-            let address = rest.split('/').next().unwrap_or_default();
-            break address.parse().expect("an address");
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Serving { child, address }
-}
-
-impl Serving {
-    /// SIGTERM, then the exit code.
-    fn terminate(mut self) -> i32 {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        self.child.wait().expect("waits").code().unwrap_or(-1)
-    }
+        .stdout(Stdio::null());
+    ServerProcess::spawn(command)
 }
 
 const INDEXES: &str = "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'";
@@ -300,29 +265,13 @@ async fn without_a_database_serve_runs_on_the_embedded_store() {
     let data = dir.path().join("data");
     let data_arg = data.display().to_string();
     let spawn = |data: String| {
-        let mut child = spacesync()
+        let mut command = spacesync();
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let mut banner = Vec::new();
-        let address = loop {
-            let line = lines.next().expect("a banner").expect("reads");
-            banner.push(line.clone());
-            if let Some(rest) = line.split("serving on ws://").nth(1) {
-                break rest
-                    .split('/')
-                    .next()
-                    .unwrap_or_default()
-                    .parse()
-                    .expect("address");
-            }
-        };
-        let store_line = lines.next().expect("the store line").expect("reads");
-        std::thread::spawn(move || for _ in lines {});
-        (Serving { child, address }, store_line)
+            .stdout(Stdio::null());
+        let serving = ServerProcess::spawn(command);
+        let store_line = serving.store_line.clone();
+        (serving, store_line)
     };
     let (serving, store_line) = spawn(data_arg.clone());
     assert!(store_line.contains("embedded SQLite"), "{store_line}");

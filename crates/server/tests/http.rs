@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use spacesync_core::kinopio::{creation_ops, normalized};
 use spacesync_protocol::Format;
 use spacesync_server::{Server, ServerConfig};
-use spacesync_testkit::TestDatabase;
+use spacesync_testkit::{TestDatabase, samples};
 
 /// An op as the Kinopio client queues it: `{name, body}` with the envelope in the body.
 fn kinopio(name: &str, operation_id: &str, space: &str, body: Value) -> Value {

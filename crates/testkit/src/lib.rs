@@ -308,3 +308,93 @@ pub fn free_port() -> u16 {
         .map(|address| address.port())
         .expect("a free port")
 }
+
+/// A `spacesync serve` child process and the address it announced on stderr.
+#[derive(Debug)]
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub address: std::net::SocketAddr,
+    /// The `store: …` line of the banner (which store, where its data lives).
+    pub store_line: String,
+}
+
+impl ServerProcess {
+    /// Spawns `command` (a `spacesync serve …` with `--listen 127.0.0.1:0`) and waits for its
+    /// banner. Its stderr keeps being drained so the server never blocks on a full pipe.
+    pub fn spawn(mut command: Command) -> ServerProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts spacesync serve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut next = || {
+            lines
+                .next()
+                .expect("serve printed its banner before ending")
+                .expect("reads stderr")
+        };
+        let address = loop {
+            let line = next();
+            if let Some(rest) = line.split("serving on ws://").nth(1) {
+                let address = rest.split('/').next().unwrap_or_default();
+                break address.parse().expect("an address in the banner");
+            }
+        };
+        let store_line = next();
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess {
+            child,
+            address,
+            store_line,
+        }
+    }
+
+    /// SIGTERM, then the exit code (-1 when a signal ended it).
+    pub fn terminate(mut self) -> i32 {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        self.child.wait().expect("waits").code().unwrap_or(-1)
+    }
+}
+
+/// The six real Kinopio spaces in `../shared/kinopio-spaces/` beside the checkout, as
+/// `(path, JSON)`, or `None` with a printed reason when the folder is absent (outside CI; in CI
+/// a missing folder fails the test).
+pub fn samples() -> Option<Vec<(String, serde_json::Value)>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kinopio-spaces");
+    if !dir.is_dir() {
+        assert!(
+            !in_ci(),
+            "CI=true but the sample spaces are missing at {}",
+            dir.display()
+        );
+        eprintln!(
+            "SKIPPED: the real Kinopio spaces are not at {} (clone beside ../shared to run these)",
+            dir.display()
+        );
+        return None;
+    }
+    let files = [
+        "default-space.json",
+        "hello.json",
+        "inbox.json",
+        "new.json",
+        "legacy-8d6c04313/hello.json",
+        "legacy-d35e625ff/hello.json",
+    ];
+    Some(
+        files
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(dir.join(path)).expect("sample is readable");
+                let json = serde_json::from_str(&text).expect("sample is JSON");
+                ((*path).to_owned(), json)
+            })
+            .collect(),
+    )
+}
