@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::json;
-use spacesync_client::ClientError;
 use spacesync_protocol::Format;
 use spacesync_testkit::{ServerProcess, TestDatabase, execute, query_i64};
 
@@ -86,20 +85,7 @@ async fn thirty_boots_leave_the_schema_and_its_indexes_unchanged() {
         .await
         .expect("terminates");
     assert_eq!(code, 0, "SIGTERM exits 0");
-    let closed = tokio::time::timeout(PATIENCE, async {
-        loop {
-            match alice.client.recv().await {
-                Ok(_) => continue,
-                Err(error) => return error,
-            }
-        }
-    })
-    .await
-    .expect("closed");
-    assert!(
-        matches!(closed, ClientError::Closed { code: 1001, .. }),
-        "{closed:?}"
-    );
+    assert_eq!(alice.close_code().await, 1001);
 
     for boot in 1..30 {
         let serving = serve(&url, &[]);

@@ -677,20 +677,7 @@ async fn protocol_errors_are_answered_and_never_hurt_other_connections() {
         json!({"id": "h", "x": 0, "y": 0, "name": huge}),
     )])
     .await;
-    let closed = tokio::time::timeout(PATIENCE, async {
-        loop {
-            match big.client.recv().await {
-                Ok(_) => continue,
-                Err(error) => return error,
-            }
-        }
-    })
-    .await
-    .expect("the server closes");
-    assert!(
-        matches!(closed, ClientError::Closed { code: 1009, .. }),
-        "{closed:?}"
-    );
+    assert_eq!(big.close_code().await, 1009);
 
     // The bystander never noticed.
     bystander.submit(vec![card("b1", "a")]).await;
@@ -789,20 +776,7 @@ async fn a_slow_consumer_is_closed_with_4001_and_resumes() {
         writer.answered(&[last.as_str()]).await;
     }
     let sent: u64 = batches * 4;
-    let closed = tokio::time::timeout(PATIENCE, async {
-        loop {
-            match slow.client.recv().await {
-                Ok(message) => slow.record(message),
-                Err(error) => return error,
-            }
-        }
-    })
-    .await
-    .expect("the connection ends");
-    assert!(
-        matches!(closed, ClientError::Closed { code: 4001, .. }),
-        "{closed:?}"
-    );
+    assert_eq!(slow.close_code().await, 4001);
     assert!(
         (slow.seqs.len() as u64) < sent,
         "closed before it got everything"
@@ -901,23 +875,64 @@ async fn graceful_shutdown_answers_everything_then_closes_with_1001() {
     alice.until(|member| member.held.contains("s2")).await;
     let report = server.shutdown().await;
     assert!(report.is_clean(), "{report:?}");
-    let closed = tokio::time::timeout(PATIENCE, async {
-        loop {
-            match alice.client.recv().await {
-                Ok(message) => alice.record(message),
-                Err(error) => return error,
-            }
-        }
-    })
-    .await
-    .expect("closed");
-    assert!(
-        matches!(closed, ClientError::Closed { code: 1001, .. }),
-        "{closed:?}"
-    );
+    assert_eq!(alice.close_code().await, 1001);
     assert_eq!(alice.acks["s1"], (1, false));
     // The held op is answered as retryable, not quarantined.
     assert_eq!(alice.rejected["s2"].0, RejectCode::ShuttingDown);
     assert!(!alice.rejected["s2"].1);
     assert_eq!(quarantined(database.url(), "g").await, []);
+}
+
+#[tokio::test]
+async fn connection_limits_and_timeouts_close_with_their_codes() {
+    let Some(database) = TestDatabase::create("server_limits").await else {
+        return;
+    };
+    let store = Arc::new(migrated_store(database.url()).await);
+    let config = ServerConfig {
+        max_connections: 1,
+        hello_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        ping_interval: Duration::from_secs(60),
+        ..ServerConfig::default()
+    };
+    let server = start(store, config).await;
+    let url = ws_url(&server);
+    // A client id that is not acceptable is replaced by one the server makes up.
+    let long_id = "x".repeat(500);
+    let first = Client::connect(&url, Format::Json, Some(&long_id))
+        .await
+        .expect("connects");
+    assert!(
+        first.client_id().starts_with("anon-"),
+        "{}",
+        first.client_id()
+    );
+    let mut first = Member::new(first, "s");
+    // The one slot is taken: the next connection is closed with 1013.
+    let mut second = Client::open(&url, Format::Json).await.expect("opens");
+    let refused = second.recv().await.expect_err("closed at once");
+    assert!(
+        matches!(refused, ClientError::Closed { code: 1013, .. }),
+        "{refused:?}"
+    );
+    // Silence past the idle timeout: 4002.
+    assert_eq!(first.close_code().await, 4002);
+    // No hello within the hello timeout: 4002.
+    let mut quiet = Client::open(&url, Format::Json).await.expect("opens");
+    let closed = tokio::time::timeout(PATIENCE, quiet.recv())
+        .await
+        .expect("closed in time")
+        .expect_err("closed");
+    assert!(
+        matches!(closed, ClientError::Closed { code: 4002, .. }),
+        "{closed:?}"
+    );
+    assert!(
+        server
+            .metrics()
+            .render()
+            .contains("spacesync_connections_refused_total 1")
+    );
+    server.shutdown().await;
 }

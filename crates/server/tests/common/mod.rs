@@ -80,6 +80,11 @@ impl Member {
         let client = Client::connect(url, format, Some(client_id))
             .await
             .expect("connects");
+        Member::new(client, space)
+    }
+
+    /// Records what `client` receives for `space`.
+    pub fn new(client: Client, space: &str) -> Member {
         Member {
             client,
             space: space.to_owned(),
@@ -133,6 +138,24 @@ impl Member {
             self.seqs,
             self.errors
         );
+    }
+
+    /// Reads (and records) until the server closes the connection; returns the close code.
+    pub async fn close_code(&mut self) -> u16 {
+        let closed = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match self.client.recv().await {
+                    Ok(message) => self.record(message),
+                    Err(error) => return error,
+                }
+            }
+        })
+        .await
+        .expect("the server closes the connection");
+        match closed {
+            spacesync_client::ClientError::Closed { code, .. } => code,
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
     }
 
     /// Waits for a final answer (ack or rejection) to each op id.
