@@ -68,6 +68,8 @@ enum Command {
         /// refused and nothing is changed).
         #[arg(long)]
         migrate: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Apply pending migrations (under an advisory lock).
     Migrate {
@@ -88,6 +90,41 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+}
+
+/// The limits an operator tunes most; the rest keep their documented defaults.
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Most open WebSocket connections; more are closed with 1013.
+    #[arg(long, env = "SPACESYNC_MAX_CONNECTIONS", default_value_t = ServerConfig::default().max_connections)]
+    max_connections: usize,
+    /// Largest WebSocket message in bytes; larger ones close the connection with 1009.
+    #[arg(long, env = "SPACESYNC_MAX_MESSAGE_BYTES", default_value_t = ServerConfig::default().max_message_bytes)]
+    max_message_bytes: usize,
+    /// Most ops in one submit.
+    #[arg(long, env = "SPACESYNC_MAX_OPS_PER_BATCH", default_value_t = ServerConfig::default().max_ops_per_batch)]
+    max_ops_per_batch: usize,
+    /// How long an op may wait for its dependencies (`5s`, `500ms`).
+    #[arg(long, env = "SPACESYNC_HOLD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    hold_timeout: std::time::Duration,
+    /// A snapshot after this many ops of a space.
+    #[arg(long, env = "SPACESYNC_SNAPSHOT_EVERY", default_value_t = ServerConfig::default().snapshot_every)]
+    snapshot_every: u64,
+}
+
+impl LimitArgs {
+    fn config(&self) -> ServerConfig {
+        let mut config = ServerConfig {
+            max_connections: self.max_connections,
+            max_message_bytes: self.max_message_bytes,
+            max_ops_per_batch: self.max_ops_per_batch,
+            snapshot_every: self.snapshot_every.max(1),
+            ..ServerConfig::default()
+        };
+        config.space.hold_timeout_ms =
+            u64::try_from(self.hold_timeout.as_millis()).unwrap_or(u64::MAX);
+        config
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -261,7 +298,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             database,
             migrate,
-        } => serve(listen, &database, migrate).await,
+            limits,
+        } => serve(listen, &database, migrate, limits.config()).await,
         Command::Migrate { database } => {
             let (store, _) = store(&database).await?;
             let status = store
@@ -277,7 +315,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(listen: SocketAddr, database: &Database, migrate: bool) -> anyhow::Result<ExitCode> {
+async fn serve(
+    listen: SocketAddr,
+    database: &Database,
+    migrate: bool,
+    config: ServerConfig,
+) -> anyhow::Result<ExitCode> {
     let (store, fresh) = store(database).await?;
     // A brand-new embedded store is initialised (there is no schema to change yet); an
     // existing one is never migrated without being asked.
@@ -311,7 +354,7 @@ async fn serve(listen: SocketAddr, database: &Database, migrate: bool) -> anyhow
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| CannotRun(format!("cannot listen on {listen}: {error}")))?;
-    let server = Server::start(ServerConfig::default(), store, listener)?;
+    let server = Server::start(config, store, listener)?;
     let address = server.local_addr();
     tracing::info!(%address, store = %description, "spacesync serving");
     eprintln!(

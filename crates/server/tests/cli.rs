@@ -360,3 +360,43 @@ fn spacesync_load_runs_checks_and_prints_one_json_line() {
             .is_some_and(|rate| rate > 0.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_its_limits_from_flags_and_announces_them() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut command = spacesync();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--max-ops-per-batch",
+            "7",
+            "--max-message-bytes",
+            "65536",
+            "--hold-timeout",
+            "750ms",
+        ])
+        .stdout(Stdio::null());
+    let serving = ServerProcess::spawn(command);
+    let client = spacesync_client::Client::connect(
+        &format!("ws://{}/ws", serving.address),
+        Format::Json,
+        None,
+    )
+    .await
+    .expect("connects");
+    let limits = client.limits().expect("welcome has limits").clone();
+    assert_eq!(
+        (
+            limits.max_ops_per_batch,
+            limits.max_message_bytes,
+            limits.hold_timeout_ms
+        ),
+        (7, 65_536, 750)
+    );
+    drop(client);
+    let code = tokio::task::spawn_blocking(move || serving.terminate())
+        .await
+        .expect("stops");
+    assert_eq!(code, 0);
+}
