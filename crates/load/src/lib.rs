@@ -310,14 +310,14 @@ impl LoadClient {
                         {
                             stats.error(format!("{operation_id} acked at {first} and at {seq}"));
                         }
-                        self.view.insert(seq, pending.op.clone());
-                        self.workload.acked(&pending.op, seq);
                         if stats.measuring.load(Ordering::Relaxed) {
                             stats.acked.fetch_add(1, Ordering::Relaxed);
                             let micros = u64::try_from(pending.sent_at.elapsed().as_micros())
                                 .unwrap_or(u64::MAX);
                             stats.latency(micros);
                         }
+                        self.workload.acked(&pending.op, seq);
+                        self.view.insert(seq, pending.op);
                     }
                 }
             }

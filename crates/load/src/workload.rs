@@ -70,6 +70,9 @@ impl Workload {
 
     /// Remembers an acknowledged op as a candidate for a duplicate resend.
     pub fn acked(&mut self, op: &Operation, seq: Seq) {
+        if self.faults.duplicates <= 0.0 {
+            return;
+        }
         if self.acked.len() < 256 {
             self.acked.push((op.clone(), seq));
         } else {
