@@ -2,7 +2,7 @@
 //! (applied with a sequence number, duplicate, held, rejected). No I/O and no clock: the caller
 //! passes milliseconds in and calls [`Space::expire`] when [`Space::next_deadline`] is due.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde_json::Value;
 use spacesync_protocol::{Operation, RejectCode, Seq};
@@ -20,6 +20,9 @@ pub struct SpaceConfig {
     pub max_held_ops: usize,
     /// Most bytes of op bodies held at once in one space.
     pub max_held_bytes: usize,
+    /// Op ids remembered in memory (the newest); a replay of an older one is recognised by the
+    /// store's unique key instead. Bounds the memory of a long-lived space.
+    pub remember_ops: usize,
 }
 
 impl Default for SpaceConfig {
@@ -30,6 +33,7 @@ impl Default for SpaceConfig {
             hold_timeout_ms: 5_000,
             max_held_ops: 1_000,
             max_held_bytes: 4 << 20,
+            remember_ops: 10_000,
         }
     }
 }
@@ -93,13 +97,67 @@ struct Waiting {
     blocked_on: Vec<String>,
 }
 
+/// The newest op ids and what became of them, at most `capacity` of them; the oldest is
+/// forgotten first.
+#[derive(Debug, Clone)]
+struct Seen {
+    map: HashMap<String, (Prior, u64)>,
+    /// Insertion order with the generation of each insertion, so an id removed and inserted
+    /// again is not forgotten early by its stale entry.
+    order: VecDeque<(String, u64)>,
+    generation: u64,
+    capacity: usize,
+}
+
+impl Seen {
+    fn new(capacity: usize) -> Seen {
+        Seen {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            generation: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&self, operation_id: &str) -> Option<&Prior> {
+        self.map.get(operation_id).map(|(prior, _)| prior)
+    }
+
+    fn insert(&mut self, operation_id: String, prior: Prior) {
+        if let Some((known, _)) = self.map.get_mut(&operation_id) {
+            *known = prior;
+            return;
+        }
+        self.generation += 1;
+        self.order
+            .push_back((operation_id.clone(), self.generation));
+        self.map.insert(operation_id, (prior, self.generation));
+        while self.map.len() > self.capacity {
+            let Some((oldest, generation)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .map
+                .get(&oldest)
+                .is_some_and(|(_, known)| *known == generation)
+            {
+                self.map.remove(&oldest);
+            }
+        }
+    }
+
+    fn remove(&mut self, operation_id: &str) {
+        self.map.remove(operation_id);
+    }
+}
+
 /// One space: its content, its sequence counter, the ops it has seen and the ops it holds.
 #[derive(Debug, Clone)]
 pub struct Space {
     id: String,
     seq: Seq,
     state: SpaceState,
-    seen: HashMap<String, Prior>,
+    seen: Seen,
     holds: Holds,
     config: SpaceConfig,
 }
@@ -112,7 +170,7 @@ impl Space {
             state: SpaceState::new(&id),
             id,
             seq: 0,
-            seen: HashMap::new(),
+            seen: Seen::new(config.remember_ops),
             holds: Holds::default(),
             config,
         }
@@ -129,7 +187,7 @@ impl Space {
             id: id.into(),
             seq,
             state,
-            seen: HashMap::new(),
+            seen: Seen::new(config.remember_ops),
             holds: Holds::default(),
             config,
         }

@@ -936,3 +936,35 @@ async fn connection_limits_and_timeouts_close_with_their_codes() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replay_older_than_the_actors_memory_gets_its_original_seq() {
+    let Some(database) = TestDatabase::create("server_forgotten").await else {
+        return;
+    };
+    let store = Arc::new(migrated_store(database.url()).await);
+    let mut config = ServerConfig::default();
+    config.space.remember_ops = 2;
+    let server = start(store, config).await;
+    let url = ws_url(&server);
+    let mut alice = Member::join(&url, Format::Json, "alice", "f", None).await;
+    alice
+        .submit(
+            (1..=5)
+                .map(|n| card(&format!("f{n}"), &format!("c{n}")))
+                .collect(),
+        )
+        .await;
+    alice.answered(&["f1", "f2", "f3", "f4", "f5"]).await;
+    let mut bob = Member::join(&url, Format::Json, "bob", "f", Some(5)).await;
+    // f1 is long forgotten in memory; the log's unique key recognises it. The op after it
+    // in the same batch still lands with the next seq.
+    bob.submit(vec![card("f1", "c1"), card("f6", "c6")]).await;
+    bob.answered(&["f1", "f6"]).await;
+    assert_eq!(bob.acks["f1"], (1, true));
+    assert_eq!(bob.acks["f6"], (6, false));
+    alice.until(|member| member.seqs.len() == 6).await;
+    alice.assert_gapless(1, 6);
+    assert_eq!(logged(database.url(), "f").await.len(), 6);
+    server.shutdown().await;
+}

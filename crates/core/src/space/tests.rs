@@ -995,3 +995,27 @@ fn replaying_the_log_rebuilds_the_same_space() {
         Err(ReplayError::Invalid { .. })
     ));
 }
+
+#[test]
+fn memory_of_op_ids_is_bounded_to_the_newest() {
+    let config = SpaceConfig {
+        remember_ops: 3,
+        ..SpaceConfig::default()
+    };
+    let mut space = Space::new("s", config);
+    submit(
+        &mut space,
+        (1..=5)
+            .map(|i| op(&format!("op{i}"), "createCard", card(&format!("c{i}"))))
+            .collect(),
+    );
+    assert_eq!(space.prior("op1"), None, "the oldest are forgotten");
+    assert_eq!(space.prior("op2"), None);
+    assert_eq!(space.prior("op5"), Some(&Prior::Accepted(5)));
+    // Forgetting and remembering again keeps the newest.
+    space.forget("op3");
+    space.remember("op3", Prior::Accepted(3));
+    space.remember("x", Prior::Accepted(9));
+    assert_eq!(space.prior("op3"), Some(&Prior::Accepted(3)));
+    assert_eq!(space.prior("x"), Some(&Prior::Accepted(9)));
+}
