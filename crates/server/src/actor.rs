@@ -807,21 +807,28 @@ impl Actor {
             };
             let mut verdicts = Vec::new();
             match poison.kind {
-                PoisonKind::DuplicateOperation => {
-                    // A replay of an op older than this actor's memory: answer its original seq.
-                    let prior = self.prior_with_retry(&refused.operation_id).await;
-                    if let Some(PriorRecord::Logged(seq)) = prior {
+                kind @ (PoisonKind::DuplicateOperation | PoisonKind::Refused) => {
+                    // A replay of an op older than this actor's memory is answered with its
+                    // original seq; anything else the store refuses is quarantined.
+                    let original = match kind {
+                        PoisonKind::DuplicateOperation => {
+                            match self.prior_with_retry(&refused.operation_id).await {
+                                Some(PriorRecord::Logged(seq)) => Some(seq),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    if let Some(seq) = original {
                         self.shared.metrics.ops_duplicate.inc();
-                        self.answer_all(
-                            &refused.operation_id,
-                            Answer::Ack {
-                                seq,
-                                duplicate: true,
-                            },
-                        );
+                        let answer = Answer::Ack {
+                            seq,
+                            duplicate: true,
+                        };
+                        self.answer_all(&refused.operation_id, answer);
                         verdicts.push((refused.operation_id.clone(), Prior::Accepted(seq)));
-                        settled.insert(refused.operation_id.clone());
                     } else {
+                        tracing::warn!(space_id = %self.id, operation_id = %refused.operation_id, error = %poison.error, "the store refused an op; quarantined");
                         let rejection = Rejection {
                             operation_id: refused.operation_id.clone(),
                             code: RejectCode::ConstraintViolation,
@@ -830,19 +837,7 @@ impl Actor {
                             repeated: false,
                         };
                         verdicts.push(self.refuse_for_good(rejection).await);
-                        settled.insert(refused.operation_id.clone());
                     }
-                }
-                PoisonKind::Refused => {
-                    let rejection = Rejection {
-                        operation_id: refused.operation_id.clone(),
-                        code: RejectCode::ConstraintViolation,
-                        message: format!("the store refused the op: {}", poison.error),
-                        op: refused.op.clone(),
-                        repeated: false,
-                    };
-                    tracing::warn!(space_id = %self.id, operation_id = %refused.operation_id, error = %poison.error, "the store refused an op; quarantined");
-                    verdicts.push(self.refuse_for_good(rejection).await);
                     settled.insert(refused.operation_id.clone());
                 }
                 PoisonKind::SeqTaken => {
