@@ -301,21 +301,8 @@ impl PgStore {
         let statement = transaction.prepare(INSERT_ONE).await?;
         for (index, entry) in entries.iter().enumerate() {
             let savepoint = transaction.savepoint("entry").await?;
-            let payload = Json(operation_json(&entry.op));
-            let seq = seq_to_sql(entry.seq)?;
-            let inserted = savepoint
-                .execute(
-                    &statement,
-                    &[
-                        &entry.space_id,
-                        &seq,
-                        &entry.operation_id,
-                        &entry.client_id,
-                        &entry.op.name,
-                        &payload,
-                    ],
-                )
-                .await;
+            let row = Row::of(entry)?;
+            let inserted = savepoint.execute(&statement, &row.params()).await;
             match inserted {
                 Ok(_) => savepoint.commit().await?,
                 Err(error) => {
@@ -645,6 +632,34 @@ async fn insert_unnest(
     Ok(())
 }
 
+/// One log row as statement parameters, in `op_log` column order.
+struct Row<'a> {
+    entry: &'a NewLogEntry,
+    seq: i64,
+    payload: Json<&'a Operation>,
+}
+
+impl<'a> Row<'a> {
+    fn of(entry: &'a NewLogEntry) -> Result<Row<'a>, StoreError> {
+        Ok(Row {
+            entry,
+            seq: seq_to_sql(entry.seq)?,
+            payload: Json(&entry.op),
+        })
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 6] {
+        [
+            &self.entry.space_id,
+            &self.seq,
+            &self.entry.operation_id,
+            &self.entry.client_id,
+            &self.entry.op.name,
+            &self.payload,
+        ]
+    }
+}
+
 async fn insert_copy(
     transaction: &deadpool_postgres::Transaction<'_>,
     entries: &[NewLogEntry],
@@ -667,19 +682,8 @@ async fn insert_copy(
     );
     let mut writer = std::pin::pin!(writer);
     for entry in entries {
-        let seq = seq_to_sql(entry.seq)?;
-        let payload = Json(&entry.op);
-        writer
-            .as_mut()
-            .write(&[
-                &entry.space_id,
-                &seq,
-                &entry.operation_id,
-                &entry.client_id,
-                &entry.op.name,
-                &payload,
-            ])
-            .await?;
+        let row = Row::of(entry)?;
+        writer.as_mut().write(&row.params()).await?;
     }
     writer.finish().await?;
     Ok(())

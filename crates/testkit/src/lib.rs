@@ -119,20 +119,30 @@ impl Drop for TestDatabase {
 
 /// Runs a query on a database and returns the first column of the first row as i64.
 pub async fn query_i64(url: &str, sql: &str) -> i64 {
+    client(url)
+        .await
+        .query_one(sql, &[])
+        .await
+        .expect("queries")
+        .get(0)
+}
+
+/// A plain connection to a database (its driver task runs on the current runtime).
+pub async fn client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connects");
     tokio::spawn(connection);
-    client.query_one(sql, &[]).await.expect("queries").get(0)
+    client
 }
 
 /// Runs statements on a database.
 pub async fn execute(url: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    client(url)
         .await
-        .expect("connects");
-    tokio::spawn(connection);
-    client.batch_execute(sql).await.expect("executes");
+        .batch_execute(sql)
+        .await
+        .expect("executes");
 }
 
 /// A private PostgreSQL cluster in a temporary directory, stopped and removed on drop.

@@ -255,11 +255,8 @@ pub fn ids(space: &Value, collection: &str) -> Vec<String> {
 
 /// The op ids in a space's log, in seq order, straight from the database.
 pub async fn logged(url: &str, space: &str) -> Vec<(i64, String)> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    spacesync_testkit::client(url)
         .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
         .query(
             "SELECT seq, operation_id FROM op_log WHERE space_id = $1 ORDER BY seq",
             &[&space],
@@ -272,11 +269,8 @@ pub async fn logged(url: &str, space: &str) -> Vec<(i64, String)> {
 }
 
 pub async fn quarantined(url: &str, space: &str) -> Vec<(String, String, i32)> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    spacesync_testkit::client(url)
         .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
         .query(
             "SELECT operation_id, code, attempts FROM quarantine WHERE space_id = $1 ORDER BY operation_id",
             &[&space],
