@@ -29,5 +29,11 @@ split = {"wall_s": round(wall, 2), "server_cpu_s": round((s1 - s0) / hz, 2),
          "postgres_cpu_s": round((p1 - p0) / hz, 2), "harness_cpu_s": round(lu + ls, 2),
          "cpu_available_s": round(2 * wall, 2), "acked_ops_per_s": line["acked_ops_per_s"],
          "p99_ms": line["p99_ms"]}
+# CPU per op over everything the run wrote (warmup included), the figure to iterate on: it
+# does not swing with scheduling noise the way ops/s does on two shared cores.
+ops = max(line.get("ops_in_logs", 0), 1)
+split["server_us_per_op"] = round((s1 - s0) / hz / ops * 1e6, 1)
+split["postgres_us_per_op"] = round((p1 - p0) / hz / ops * 1e6, 1)
+split["harness_us_per_op"] = round((lu + ls) / ops * 1e6, 1)
 print(json.dumps(split))
 PY

@@ -39,6 +39,8 @@ pub enum ActorMsg {
     Submit {
         waiter: Waiter,
         ops: Vec<Operation>,
+        /// When the server took the ops in (for `spacesync_ack_seconds`).
+        received: Instant,
     },
     Join {
         peer: Arc<Peer>,
@@ -152,6 +154,13 @@ struct Work {
     op: Operation,
     /// Who submitted it (none when the op is applied again during a recovery).
     waiter: Option<Waiter>,
+    received: Instant,
+}
+
+/// Who waits for an op's final answer, and since when (its first arrival).
+struct Waiting {
+    since: Instant,
+    waiters: Vec<Waiter>,
 }
 
 /// Why the actor cannot go on.
@@ -169,7 +178,7 @@ struct Actor {
     space: Space,
     members: HashMap<u64, Arc<Peer>>,
     /// Op id → who waits for its final answer.
-    waiters: HashMap<String, Vec<Waiter>>,
+    waiters: HashMap<String, Waiting>,
     /// Held ops in arrival order, kept so a recovery can apply them again.
     held: IndexMap<String, Operation>,
     /// Committed ops, newest last, for resuming clients.
@@ -263,7 +272,7 @@ fn refuse_all(space_id: &str, mut rx: mpsc::Receiver<ActorMsg>, reason: &str) {
 
 fn refuse(space_id: &str, msg: ActorMsg, reason: &str) {
     match msg {
-        ActorMsg::Submit { waiter, ops } => {
+        ActorMsg::Submit { waiter, ops, .. } => {
             for op in ops {
                 if let Ok(envelope) = op.envelope() {
                     waiter.answer(
@@ -478,10 +487,15 @@ impl Actor {
     fn handle(&mut self, msg: ActorMsg) {
         self.last_activity = Instant::now();
         match msg {
-            ActorMsg::Submit { waiter, ops } => {
+            ActorMsg::Submit {
+                waiter,
+                ops,
+                received,
+            } => {
                 self.incoming.extend(ops.into_iter().map(|op| Work {
                     op,
                     waiter: Some(waiter.clone()),
+                    received,
                 }));
             }
             ActorMsg::Join { peer, since } => self.joins.push((peer, since)),
@@ -681,7 +695,12 @@ impl Actor {
         }
 
         loop {
-            while let Some(Work { op, waiter }) = work.pop_front() {
+            while let Some(Work {
+                op,
+                waiter,
+                received,
+            }) = work.pop_front()
+            {
                 let operation_id = op
                     .envelope()
                     .map(|envelope| envelope.operation_id)
@@ -689,9 +708,15 @@ impl Actor {
                 if !operation_id.is_empty() {
                     if let Some(waiter) = &waiter {
                         // One answer per op id and connection, however often it was sent.
-                        let waiters = self.waiters.entry(operation_id.clone()).or_default();
-                        if !waiters.iter().any(|known| known.same_as(waiter)) {
-                            waiters.push(waiter.clone());
+                        let waiting =
+                            self.waiters
+                                .entry(operation_id.clone())
+                                .or_insert_with(|| Waiting {
+                                    since: received,
+                                    waiters: Vec::new(),
+                                });
+                        if !waiting.waiters.iter().any(|known| known.same_as(waiter)) {
+                            waiting.waiters.push(waiter.clone());
                         }
                     }
                     arrivals
@@ -902,7 +927,11 @@ impl Actor {
         let mut work: VecDeque<Work> = arrivals
             .drain(..)
             .filter(|(operation_id, _)| !settled.contains(operation_id))
-            .map(|(_, op)| Work { op, waiter: None })
+            .map(|(_, op)| Work {
+                op,
+                waiter: None,
+                received: Instant::now(),
+            })
             .collect();
         work.extend(rest);
         work
@@ -970,10 +999,16 @@ impl Actor {
             match outcome {
                 Outcome::Applied(applied) => {
                     self.shared.metrics.ops_accepted.inc();
-                    let waiters = self
-                        .waiters
-                        .remove(&applied.operation_id)
-                        .unwrap_or_default();
+                    let waiters = match self.waiters.remove(&applied.operation_id) {
+                        Some(waiting) => {
+                            self.shared
+                                .metrics
+                                .ack_seconds
+                                .observe(waiting.since.elapsed().as_secs_f64());
+                            waiting.waiters
+                        }
+                        None => Vec::new(),
+                    };
                     for waiter in &waiters {
                         waiter.answer(
                             &self.id,
@@ -1052,14 +1087,16 @@ impl Actor {
     fn client_of(&self, operation_id: &str) -> Option<String> {
         self.waiters
             .get(operation_id)
-            .and_then(|waiters| waiters.first())
+            .and_then(|waiting| waiting.waiters.first())
             .and_then(Waiter::client_id)
             .map(str::to_owned)
     }
 
     fn answer_all(&mut self, operation_id: &str, answer: Answer) {
-        for waiter in self.waiters.remove(operation_id).unwrap_or_default() {
-            waiter.answer(&self.id, operation_id, answer.clone());
+        if let Some(waiting) = self.waiters.remove(operation_id) {
+            for waiter in waiting.waiters {
+                waiter.answer(&self.id, operation_id, answer.clone());
+            }
         }
     }
 
@@ -1286,8 +1323,8 @@ impl Actor {
     fn fail(&mut self, reason: &str) {
         tracing::error!(space_id = %self.id, reason, "space actor stopped");
         self.shared.unregister(&self.id, self.generation);
-        for (operation_id, waiters) in std::mem::take(&mut self.waiters) {
-            for waiter in waiters {
+        for (operation_id, waiting) in std::mem::take(&mut self.waiters) {
+            for waiter in waiting.waiters {
                 waiter.answer(
                     &self.id,
                     &operation_id,

@@ -364,7 +364,11 @@ impl Connection {
                     return;
                 }
                 let waiter = Waiter::Peer(self.peer.clone());
-                let msg = ActorMsg::Submit { waiter, ops };
+                let msg = ActorMsg::Submit {
+                    waiter,
+                    ops,
+                    received: Instant::now(),
+                };
                 if let Err(error) = self.shared.dispatch(&space_id, msg) {
                     let (code, msg) = match error {
                         DispatchError::Overloaded(msg) => (RejectCode::Overloaded, msg),

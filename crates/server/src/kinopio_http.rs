@@ -270,6 +270,7 @@ pub async fn post_operations(State(shared): State<Arc<Shared>>, request: Request
         let msg = ActorMsg::Submit {
             waiter: Waiter::Http(batch.clone()),
             ops,
+            received: tokio::time::Instant::now(),
         };
         if let Err(error) = shared.dispatch(&space_id, msg) {
             let (code, msg) = match error {

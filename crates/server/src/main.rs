@@ -110,6 +110,9 @@ struct LimitArgs {
     /// A snapshot after this many ops of a space.
     #[arg(long, env = "SPACESYNC_SNAPSHOT_EVERY", default_value_t = ServerConfig::default().snapshot_every)]
     snapshot_every: u64,
+    /// Store transactions the group committer keeps in flight at once.
+    #[arg(long, env = "SPACESYNC_COMMIT_CONCURRENCY", default_value_t = ServerConfig::default().commit_concurrency)]
+    commit_concurrency: usize,
 }
 
 impl LimitArgs {
@@ -119,8 +122,12 @@ impl LimitArgs {
             max_message_bytes: self.max_message_bytes,
             max_ops_per_batch: self.max_ops_per_batch,
             snapshot_every: self.snapshot_every.max(1),
+            commit_concurrency: self.commit_concurrency.max(1),
             ..ServerConfig::default()
         };
+        // Commits, loads, snapshots and lookups share the pool: room for each beside the
+        // commits in flight.
+        config.pool_size = config.pool_size.max(config.commit_concurrency + 6);
         config.space.hold_timeout_ms =
             u64::try_from(self.hold_timeout.as_millis()).unwrap_or(u64::MAX);
         config
@@ -267,7 +274,7 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 
 /// The configured store: PostgreSQL when a URL is given, else the embedded store. The flag
 /// says whether it is an embedded store with no schema yet (a new one).
-async fn store(database: &Database) -> anyhow::Result<(Arc<dyn Store>, bool)> {
+async fn store(database: &Database, pool_size: usize) -> anyhow::Result<(Arc<dyn Store>, bool)> {
     match database
         .database_url
         .as_deref()
@@ -275,7 +282,8 @@ async fn store(database: &Database) -> anyhow::Result<(Arc<dyn Store>, bool)> {
         .filter(|url| !url.is_empty())
     {
         Some(url) => {
-            let store = PgStore::connect(url, 8).map_err(|error| CannotRun(error.to_string()))?;
+            let store =
+                PgStore::connect(url, pool_size).map_err(|error| CannotRun(error.to_string()))?;
             Ok((Arc::new(store), false))
         }
         None => {
@@ -301,7 +309,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             limits,
         } => serve(listen, &database, migrate, limits.config()).await,
         Command::Migrate { database } => {
-            let (store, _) = store(&database).await?;
+            let (store, _) = store(&database, 2).await?;
             let status = store
                 .migrate()
                 .await
@@ -321,7 +329,7 @@ async fn serve(
     migrate: bool,
     config: ServerConfig,
 ) -> anyhow::Result<ExitCode> {
-    let (store, fresh) = store(database).await?;
+    let (store, fresh) = store(database, config.pool_size).await?;
     // A brand-new embedded store is initialised (there is no schema to change yet); an
     // existing one is never migrated without being asked.
     let status = if migrate || fresh {
@@ -411,7 +419,7 @@ impl Signals {
 }
 
 async fn doctor(database: &Database) -> anyhow::Result<ExitCode> {
-    let (store, _) = store(database).await?;
+    let (store, _) = store(database, 2).await?;
     let status = store
         .schema_status()
         .await
@@ -462,7 +470,7 @@ async fn doctor(database: &Database) -> anyhow::Result<ExitCode> {
 }
 
 async fn quarantine(database: &Database, command: QuarantineCommand) -> anyhow::Result<ExitCode> {
-    let (store, _) = store(database).await?;
+    let (store, _) = store(database, 2).await?;
     match command {
         QuarantineCommand::List { space, limit, json } => {
             let entries = store

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub quarantined: Counter,
     pub broadcasts: Counter,
     pub commit_seconds: Histogram,
+    /// From an op's arrival at the server to its ack (its first arrival, for resends).
+    pub ack_seconds: Histogram,
     pub commit_rows: Histogram,
     pub commit_retries: Counter,
     pub snapshots_written: Counter,
@@ -50,6 +52,7 @@ impl Metrics {
             quarantined: Counter::default(),
             broadcasts: Counter::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            ack_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             commit_rows: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commit_retries: Counter::default(),
             snapshots_written: Counter::default(),
@@ -120,6 +123,11 @@ impl Metrics {
             "commit_seconds",
             "Time to commit one batch of log rows",
             metrics.commit_seconds.clone(),
+        );
+        registry.register(
+            "ack_seconds",
+            "Time from an op's arrival at the server to its acknowledgement (after the commit)",
+            metrics.ack_seconds.clone(),
         );
         registry.register(
             "commit_rows",

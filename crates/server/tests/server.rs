@@ -257,10 +257,28 @@ async fn acks_come_only_after_the_commit() {
     alice.until(|member| !member.errors.is_empty()).await;
     assert!(alice.acks.is_empty(), "acknowledged before the commit");
     assert!(logged(database.url(), "s").await.is_empty());
+    // The op arrived before this instant, and the commit is held until the gate opens.
+    let held_at_gate = std::time::Instant::now();
     gate_tx.send(true).expect("opens the gate");
+    let held_at_gate = held_at_gate.elapsed();
     alice.answered(&["op1"]).await;
     assert_eq!(alice.acks["op1"], (1, false));
     assert_eq!(logged(database.url(), "s").await, [(1, "op1".to_owned())]);
+    // The ack-latency histogram saw the op once, and its time covers the commit it waited for.
+    let metrics = server.metrics().render();
+    assert!(
+        metrics.contains("spacesync_ack_seconds_count 1\n"),
+        "{metrics}"
+    );
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("spacesync_ack_seconds_sum "))
+        .and_then(|value| value.parse().ok())
+        .expect("ack_seconds_sum");
+    assert!(
+        sum >= held_at_gate.as_secs_f64(),
+        "{sum} < {held_at_gate:?}"
+    );
     server.shutdown().await;
 }
 
