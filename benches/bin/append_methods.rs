@@ -71,7 +71,7 @@ async fn main() {
         "| rows per commit | unnest rows/s (median of {ROUNDS}) | COPY rows/s | COPY / unnest |"
     );
     println!("|---:|---:|---:|---:|");
-    for size in [1usize, 10, 32, 64, 100, 1000] {
+    for size in [1usize, 10, 32, 64, 100, 200, 400, 1000] {
         let mut unnest = Vec::new();
         let mut copy = Vec::new();
         for round in 0..ROUNDS {

@@ -609,7 +609,7 @@ pub enum AppendMethod {
 }
 
 /// Batches of at least this many rows are written with binary `COPY`.
-pub const COPY_THRESHOLD: usize = 64;
+pub const COPY_THRESHOLD: usize = 256;
 
 async fn insert_unnest(
     client: &deadpool_postgres::ClientWrapper,
