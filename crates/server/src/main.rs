@@ -33,11 +33,15 @@ fn tune_allocator() {
     // `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (15: right after the deprecated
     // `eager_commit_delay`, 14); the Rust bindings do not name it.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: `mi_option_set` takes plain integers, touches only mimalloc's option table
-    // (atomics) and is documented as callable at any time, from any thread.
+    // Set only if that option still holds v3's documented default (1,000 ms): a mimalloc whose
+    // options are numbered differently is left alone rather than misconfigured.
+    // SAFETY: `mi_option_get`/`mi_option_set` take plain integers, touch only mimalloc's option
+    // table (atomics) and are documented as callable at any time, from any thread.
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS as _);
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 1_000 {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS as _);
+        }
     }
 }
 
