@@ -1,6 +1,8 @@
 //! An operation as clients send it (`{name, body}`, the Kinopio shape) and its envelope: the
 //! metadata fields (`operationId`, `spaceId`, `userId`, `clientCreatedAt`) that identify it.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -10,11 +12,15 @@ pub const MAX_OPERATION_ID_LEN: usize = 64;
 
 /// One operation: the Kinopio client's `{name, body}`. `operationId` may also be given next to
 /// `name` (the native protocol's preferred place); when it is absent it is read from the body.
+///
+/// The body is shared, not copied, when an op is cloned: the server keeps an op in several
+/// places on its way (held, applied, logged, kept for resumes) and it is never changed after
+/// decoding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
     pub name: String,
     #[serde(default)]
-    pub body: Value,
+    pub body: Arc<Value>,
     #[serde(
         rename = "operationId",
         default,
@@ -50,7 +56,7 @@ impl Operation {
     pub fn new(name: impl Into<String>, body: Value) -> Operation {
         Operation {
             name: name.into(),
-            body,
+            body: Arc::new(body),
             operation_id: None,
         }
     }

@@ -223,7 +223,7 @@ pub async fn post_operations(State(shared): State<Arc<Shared>>, request: Request
         let body = element.get("body").cloned().unwrap_or(Value::Null);
         let operation = Operation {
             name: op_name.clone(),
-            body,
+            body: body.into(),
             operation_id: element
                 .get("operationId")
                 .and_then(Value::as_str)
