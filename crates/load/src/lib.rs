@@ -12,6 +12,7 @@
 //! answers. Open loop (`rate`): steps are sent on a schedule whatever the answers, and latency
 //! is measured from the scheduled time, so a slow server cannot hide queueing.
 
+pub mod server_metrics;
 pub mod workload;
 
 use std::collections::{BTreeMap, HashMap};
@@ -90,6 +91,10 @@ pub struct Report {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The server's own ack latency over the measured window (`spacesync_ack_seconds`, from
+    /// its `/metrics`): arrival at the server → ack. `None` when it has no such endpoint.
+    pub server_ack_p50_ms: Option<f64>,
+    pub server_ack_p99_ms: Option<f64>,
     pub fanout_per_s: f64,
     /// Permanent rejections of the poison ops (expected).
     pub rejected: u64,
@@ -120,6 +125,8 @@ impl Report {
             "acked_ops_per_s": round(self.acked_ops_per_s),
             "p50_ms": round(self.p50_ms), "p95_ms": round(self.p95_ms),
             "p99_ms": round(self.p99_ms), "max_ms": round(self.max_ms),
+            "server_ack_p50_ms": self.server_ack_p50_ms.map(round),
+            "server_ack_p99_ms": self.server_ack_p99_ms.map(round),
             "fanout_per_s": round(self.fanout_per_s),
             "acked": self.acked, "rejected": self.rejected,
             "poison_sent": self.poison_sent, "duplicates_sent": self.duplicates_sent,
@@ -141,6 +148,7 @@ impl Report {
         format!(
             "acked {} ops ({:.0}/s), latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
              fan-out {:.0} broadcasts/s\n\
+             server-side (arrival to ack): {}\n\
              poison sent {} (rejected {}), duplicates sent {}, reconnects {}\n\
              check: lost {}, duplicated {}, diverged {}, errors {} -> {}{}",
             self.acked,
@@ -150,6 +158,10 @@ impl Report {
             self.p99_ms,
             self.max_ms,
             self.fanout_per_s,
+            match (self.server_ack_p50_ms, self.server_ack_p99_ms) {
+                (Some(p50), Some(p99)) => format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+                _ => "not reported by the server".to_owned(),
+            },
             self.poison_sent,
             self.rejected,
             self.duplicates_sent,
@@ -616,9 +628,16 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         .progress
         .then(|| tokio::spawn(progress(stats.clone(), start, measure_from, end)));
     let measuring = stats.clone();
-    tokio::spawn(async move {
+    let server = config.server.clone();
+    let scrape_before = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from).await;
         measuring.measuring.store(true, Ordering::Relaxed);
+        server_metrics::scrape(&server).await
+    });
+    let server = config.server.clone();
+    let scrape_after = tokio::spawn(async move {
+        tokio::time::sleep_until(end).await;
+        server_metrics::scrape(&server).await
     });
 
     let mut tasks = Vec::new();
@@ -645,6 +664,10 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     clients.sort_by_key(|client| client.index);
 
     let mut report = Report::default();
+    if let (Ok(Some(before)), Ok(Some(after))) = (scrape_before.await, scrape_after.await) {
+        report.server_ack_p50_ms = server_metrics::quantile_ms(&before, &after, 0.50);
+        report.server_ack_p99_ms = server_metrics::quantile_ms(&before, &after, 0.99);
+    }
     check(&config, &mut clients, &stats, &mut report).await?;
 
     let measured = config.duration.as_secs_f64().max(f64::EPSILON);

@@ -53,6 +53,11 @@ async fn smoke(store: Arc<dyn Store>, name: &str) {
         report.summary()
     );
     assert!(report.poison_sent > 0 && report.reconnects > 0 && report.duplicates_sent > 0);
+    // The server's own ack latency over the window, read from its `/metrics`.
+    let (Some(p50), Some(p99)) = (report.server_ack_p50_ms, report.server_ack_p99_ms) else {
+        panic!("{name}: no server-side latency: {}", report.summary());
+    };
+    assert!(0.0 < p50 && p50 <= p99, "{name}: p50 {p50} p99 {p99}");
     assert_eq!(
         report.rejected, report.poison_sent,
         "every poison op was rejected"
