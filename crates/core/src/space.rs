@@ -401,7 +401,7 @@ impl Space {
     /// Gives the op the next sequence number and applies it. Its requirement is `Ready`.
     fn apply_now(&mut self, parsed: ParsedOp, outcomes: &mut Vec<Outcome>) {
         self.seq += 1;
-        for action in &parsed.actions {
+        for action in parsed.actions {
             self.state.apply(action);
         }
         let operation_id = parsed.envelope.operation_id;
@@ -610,7 +610,7 @@ impl Space {
                 });
             }
         }
-        for action in &parsed.actions {
+        for action in parsed.actions {
             self.state.apply(action);
         }
         self.seq = seq;

@@ -205,18 +205,18 @@ impl SpaceState {
     }
 
     /// Applies one action whose requirement is [`Requirement::Ready`].
-    pub fn apply(&mut self, action: &Action) {
+    pub fn apply(&mut self, action: Action) {
         match action {
-            Action::Upsert { collection, item } => self.upsert(*collection, item),
-            Action::Merge { collection, patch } => self.merge(*collection, patch),
-            Action::TakeOut { collection, id } => self.take_out(*collection, id),
+            Action::Upsert { collection, item } => self.upsert(collection, item),
+            Action::Merge { collection, patch } => self.merge(collection, patch),
+            Action::TakeOut { collection, id } => self.take_out(collection, &id),
             Action::CreateStroke { id, points } => {
-                self.strokes_taken_out.remove(id);
-                self.strokes.insert(id.clone(), points.clone());
+                self.strokes_taken_out.remove(&id);
+                self.strokes.insert(id, points);
             }
             Action::RemoveStroke { id } => {
-                if self.strokes.shift_remove(id).is_some() {
-                    self.strokes_taken_out.insert(id.clone());
+                if self.strokes.shift_remove(&id).is_some() {
+                    self.strokes_taken_out.insert(id);
                 }
             }
             Action::ClearDrawing => {
@@ -226,7 +226,7 @@ impl SpaceState {
             Action::UpdateSpace { patch } => {
                 for (key, value) in patch {
                     if key != "id" {
-                        self.meta.insert(key.clone(), value.clone());
+                        self.meta.insert(key, value);
                     }
                 }
             }
@@ -236,22 +236,20 @@ impl SpaceState {
                 strokes,
                 present_keys,
             } => {
-                for (key, value) in meta {
-                    self.meta.insert(key.clone(), value.clone());
-                }
-                self.present_keys = present_keys.iter().cloned().collect();
+                self.meta.extend(meta);
+                self.present_keys = present_keys.into_iter().collect();
                 for (collection, item) in items {
-                    self.upsert(*collection, item);
+                    self.upsert(collection, item);
                 }
                 for (id, points) in strokes {
-                    self.strokes_taken_out.remove(id);
-                    self.strokes.insert(id.clone(), points.clone());
+                    self.strokes_taken_out.remove(&id);
+                    self.strokes.insert(id, points);
                 }
             }
         }
     }
 
-    fn upsert(&mut self, collection: Collection, item: &Item) {
+    fn upsert(&mut self, collection: Collection, item: Item) {
         let Some(id) = item.get("id").and_then(Value::as_str) else {
             return;
         };
@@ -259,12 +257,12 @@ impl SpaceState {
         if self.items(collection).contains_key(id) {
             self.merge(collection, item);
         } else {
-            self.items_mut(collection)
-                .insert(id.to_owned(), item.clone());
+            let id = id.to_owned();
+            self.items_mut(collection).insert(id, item);
         }
     }
 
-    fn merge(&mut self, collection: Collection, patch: &Item) {
+    fn merge(&mut self, collection: Collection, patch: Item) {
         let Some(id) = patch.get("id").and_then(Value::as_str) else {
             return;
         };
@@ -278,7 +276,7 @@ impl SpaceState {
             if keep_name && (key == "name" || key == "nameUpdatedAt") {
                 continue;
             }
-            existing.insert(key.clone(), value.clone());
+            existing.insert(key, value);
         }
     }
 
