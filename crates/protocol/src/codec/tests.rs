@@ -129,6 +129,41 @@ fn every_message_round_trips_in_both_formats() {
 }
 
 #[test]
+fn the_direct_paths_for_submit_and_ack_agree_with_the_general_one() {
+    for format in [Format::MessagePack, Format::Json] {
+        for message in client_messages() {
+            let bytes = format.encode(&message).expect("encodes");
+            let general: ClientMessage = format.decode(&bytes, LIMIT).expect("decodes");
+            assert_eq!(format.decode_client(&bytes, LIMIT).ok(), Some(general));
+        }
+        for message in server_messages() {
+            let bytes = format.encode(&message).expect("encodes");
+            let general: ServerMessage = format.decode(&bytes, LIMIT).expect("decodes");
+            assert_eq!(format.decode_server(&bytes, LIMIT).ok(), Some(general));
+        }
+    }
+    // Field order does not matter, and a bad submit gets the general path's error.
+    let reordered = br#"{"ops":[],"spaceId":"s","type":"submit"}"#;
+    assert_eq!(
+        Format::Json.decode_client(reordered, LIMIT).ok(),
+        Some(ClientMessage::Submit {
+            space_id: "s".into(),
+            ops: Vec::new()
+        })
+    );
+    let unknown_field = br#"{"type":"submit","spaceId":"s","ops":[],"extra":1}"#;
+    let direct = Format::Json
+        .decode_client(unknown_field, LIMIT)
+        .expect_err("refused");
+    let general = Format::Json
+        .decode::<ClientMessage>(unknown_field, LIMIT)
+        .expect_err("refused");
+    assert_eq!(direct.to_string(), general.to_string());
+    let ack_missing_seq = br#"{"type":"ack","spaceId":"s","operationId":"o"}"#;
+    assert!(Format::Json.decode_server(ack_missing_seq, LIMIT).is_err());
+}
+
+#[test]
 fn messagepack_and_json_carry_the_same_document() {
     // MessagePack is encoded with field names, so transcoding it to JSON gives the JSON form.
     for message in client_messages() {
