@@ -136,6 +136,10 @@ struct LimitArgs {
     /// A snapshot after this many ops of a space.
     #[arg(long, env = "SPACESYNC_SNAPSHOT_EVERY", default_value_t = ServerConfig::default().snapshot_every)]
     snapshot_every: u64,
+    /// Committed ops each space keeps in memory for resuming clients (older resume points
+    /// are served from the log); about 1 KB each.
+    #[arg(long, env = "SPACESYNC_RESUME_WINDOW", default_value_t = ServerConfig::default().resume_window)]
+    resume_window: usize,
     /// Store transactions the group committer keeps in flight at once.
     #[arg(long, env = "SPACESYNC_COMMIT_CONCURRENCY", default_value_t = ServerConfig::default().commit_concurrency)]
     commit_concurrency: usize,
@@ -149,6 +153,7 @@ impl LimitArgs {
             max_ops_per_batch: self.max_ops_per_batch,
             snapshot_every: self.snapshot_every.max(1),
             commit_concurrency: self.commit_concurrency.max(1),
+            resume_window: self.resume_window,
             ..ServerConfig::default()
         };
         // Commits, loads, snapshots and lookups share the pool: room for each beside the

@@ -375,6 +375,11 @@ async fn serve_takes_its_limits_from_flags_and_announces_them() {
             "65536",
             "--hold-timeout",
             "750ms",
+            // Accepted too (their effects are tested through the library's config).
+            "--resume-window",
+            "16",
+            "--commit-concurrency",
+            "3",
         ])
         .stdout(Stdio::null());
     let serving = ServerProcess::spawn(command);
