@@ -12,13 +12,18 @@ rows = defaultdict(list)
 for line in open(sys.argv[1]):
     row = json.loads(line)
     rows[row["tag"]].append(row["result"])
-print("| run | n | acked ops/s | p50 ms | p99 ms | rejected | lost | duplicated | diverged | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| run | n | acked ops/s | p50 ms | p99 ms | server p50 ms | server p99 ms | rejected | lost | duplicated | diverged | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for tag, results in rows.items():
     if tag == "baseline":
-        print(f"| baseline (pgbench, 100-row batches) | 1 | {results[0]['baseline_rows_per_s']:,} rows/s | | | | | | | |")
+        print(f"| baseline (pgbench, 100-row batches) | 1 | {results[0]['baseline_rows_per_s']:,} rows/s | | | | | | | | | |")
         continue
     med = lambda key: statistics.median(r[key] for r in results)
     total = lambda key: sum(r[key] for r in results)
+    # The server's own arrival-to-ack latency (absent in results from before it was reported).
+    def server(key):
+        values = [r[key] for r in results if r.get(key) is not None]
+        return f"{statistics.median(values):.2f}" if values else "–"
     print(f"| {tag} | {len(results)} | {med('acked_ops_per_s'):,.0f} | {med('p50_ms'):.2f} | {med('p99_ms'):.2f} | "
+          f"{server('server_ack_p50_ms')} | {server('server_ack_p99_ms')} | "
           f"{total('rejected')} | {total('lost')} | {total('duplicated')} | {total('diverged')} | {total('errors')} |")
