@@ -81,6 +81,16 @@ struct Database {
     data_dir: std::path::PathBuf,
 }
 
+impl Database {
+    /// The PostgreSQL URL, if one is configured (blank counts as none).
+    fn url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (WebSocket on /ws, /healthz, /readyz, /metrics) on one port.
@@ -307,12 +317,7 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 /// The configured store: PostgreSQL when a URL is given, else the embedded store. The flag
 /// says whether it is an embedded store with no schema yet (a new one).
 async fn store(database: &Database, pool_size: usize) -> anyhow::Result<(Arc<dyn Store>, bool)> {
-    match database
-        .database_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|url| !url.is_empty())
-    {
+    match database.url() {
         Some(url) => {
             let store =
                 PgStore::connect(url, pool_size).map_err(|error| CannotRun(error.to_string()))?;
@@ -647,13 +652,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let server_url = match &args.server {
         Some(url) => url.clone(),
         None => {
-            let store: Arc<dyn Store> = match args
-                .database
-                .database_url
-                .as_deref()
-                .map(str::trim)
-                .filter(|url| !url.is_empty())
-            {
+            let store: Arc<dyn Store> = match args.database.url() {
                 Some(url) => {
                     let store =
                         PgStore::connect(url, 16).map_err(|error| CannotRun(error.to_string()))?;
