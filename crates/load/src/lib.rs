@@ -233,11 +233,13 @@ fn histogram() -> Histogram<u64> {
 struct Kept(Result<Box<[u8]>, String>);
 
 impl Kept {
-    fn new(op: &Operation) -> Kept {
+    /// Encodes into the client's scratch buffer, then copies exactly the bytes needed.
+    fn new(op: &Operation, scratch: &mut Vec<u8>) -> Kept {
+        scratch.clear();
         Kept(
             Format::MessagePack
-                .encode(op)
-                .map(Vec::into_boxed_slice)
+                .encode_into(op, scratch)
+                .map(|()| Box::from(scratch.as_slice()))
                 .map_err(|error| format!("cannot keep an op: {error}")),
         )
     }
@@ -272,6 +274,7 @@ struct LoadClient {
     /// What this client saw: a snapshot it joined with, and every op after it by seq.
     base: Option<(Seq, Value)>,
     view: BTreeMap<Seq, Kept>,
+    scratch: Vec<u8>,
     /// Good ops acknowledged: op id → seq.
     acked: HashMap<String, Seq>,
     poison: Vec<Operation>,
@@ -318,7 +321,8 @@ impl LoadClient {
                     self.view.retain(|known, _| *known > seq);
                 }
                 for op in ops {
-                    self.view.insert(op.seq, Kept::new(&op.op));
+                    self.view
+                        .insert(op.seq, Kept::new(&op.op, &mut self.scratch));
                 }
             }
             ServerMessage::Ack {
@@ -354,7 +358,8 @@ impl LoadClient {
                             stats.latency(micros);
                         }
                         self.workload.acked(&pending.op, seq);
-                        self.view.insert(seq, Kept::new(&pending.op));
+                        self.view
+                            .insert(seq, Kept::new(&pending.op, &mut self.scratch));
                     }
                 }
             }
@@ -384,7 +389,7 @@ impl LoadClient {
                 if stats.measuring.load(Ordering::Relaxed) {
                     stats.broadcasts.fetch_add(1, Ordering::Relaxed);
                 }
-                self.view.insert(seq, Kept::new(&op));
+                self.view.insert(seq, Kept::new(&op, &mut self.scratch));
             }
             ServerMessage::Error { code, message } => {
                 stats.error(format!("{}: error {code:?}: {message}", self.client_id));
@@ -629,6 +634,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
                 pending: IndexMap::new(),
                 base: None,
                 view: BTreeMap::new(),
+                scratch: Vec::new(),
                 acked: HashMap::new(),
                 poison: Vec::new(),
                 poison_rejected: 0,

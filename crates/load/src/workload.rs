@@ -106,10 +106,6 @@ impl Workload {
         (op, id)
     }
 
-    fn pick(&mut self, items: &[String]) -> Option<String> {
-        (!items.is_empty()).then(|| items[self.rng.random_range(0..items.len())].clone())
-    }
-
     /// The next step.
     pub fn step(&mut self) -> Step {
         let roll: f64 = self.rng.random();
@@ -156,7 +152,7 @@ impl Workload {
         let mix: u32 = self.rng.random_range(0..100);
         let ops = match mix {
             0..=39 => {
-                let card = self.pick(&self.cards.clone()).unwrap_or_default();
+                let card = pick(&mut self.rng, &self.cards).unwrap_or_default();
                 self.drag = Some((card.clone(), self.rng.random_range(2..8)));
                 let (x, y) = (
                     self.rng.random_range(0..2_000),
@@ -170,7 +166,7 @@ impl Workload {
                 vec![op]
             }
             55..=69 => {
-                let start = self.pick(&self.cards.clone()).unwrap_or_default();
+                let start = pick(&mut self.rng, &self.cards).unwrap_or_default();
                 let misorder = self.rng.random_bool(self.faults.misorder.clamp(0.0, 1.0));
                 let connection = self.id("conn");
                 self.connections.push(connection.clone());
@@ -184,7 +180,7 @@ impl Workload {
                     );
                     vec![op, create]
                 } else {
-                    let end = self.pick(&self.cards.clone()).unwrap_or_default();
+                    let end = pick(&mut self.rng, &self.cards).unwrap_or_default();
                     vec![self.op(
                         "createConnection",
                         json!({"id": connection, "startItemId": start, "endItemId": end, "color": "#c9c9c9"}),
@@ -204,14 +200,14 @@ impl Workload {
                 )]
             }
             78..=89 => {
-                let card = self.pick(&self.cards.clone()).unwrap_or_default();
+                let card = pick(&mut self.rng, &self.cards).unwrap_or_default();
                 let name = format!("renamed {}", self.next);
                 vec![self.op(
                     "updateCard",
                     json!({"id": card, "name": name, "nameUpdatedAt": self.next}),
                 )]
             }
-            90..=93 => match self.pick(&self.boxes.clone()) {
+            90..=93 => match pick(&mut self.rng, &self.boxes) {
                 Some(id) => {
                     let (x, y) = (
                         self.rng.random_range(0..2_000),
@@ -225,7 +221,7 @@ impl Workload {
                     vec![op]
                 }
             },
-            94..=96 => match self.pick(&self.connections.clone()) {
+            94..=96 => match pick(&mut self.rng, &self.connections) {
                 Some(id) => {
                     self.connections.retain(|known| *known != id);
                     vec![self.op("removeConnection", json!({"id": id}))]
@@ -244,6 +240,11 @@ impl Workload {
         };
         good(ops)
     }
+}
+
+/// One of `items` at random (without copying the list: it grows with the run).
+fn pick(rng: &mut StdRng, items: &[String]) -> Option<String> {
+    (!items.is_empty()).then(|| items[rng.random_range(0..items.len())].clone())
 }
 
 fn good(ops: Vec<Operation>) -> Step {

@@ -44,10 +44,23 @@ pub enum EncodeError {
 impl Format {
     /// Encodes any protocol value.
     pub fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, EncodeError> {
-        Ok(match self {
-            Format::MessagePack => rmp_serde::to_vec_named(value)?,
-            Format::Json => serde_json::to_vec(value)?,
-        })
+        // Most messages (acks, small ops) fit, so the buffer is not regrown on the way.
+        let mut bytes = Vec::with_capacity(128);
+        self.encode_into(value, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Encodes any protocol value at the end of `bytes` (a buffer reused across messages).
+    pub fn encode_into<T: Serialize>(
+        self,
+        value: &T,
+        bytes: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        match self {
+            Format::MessagePack => rmp_serde::encode::write_named(bytes, value)?,
+            Format::Json => serde_json::to_writer(bytes, value)?,
+        }
+        Ok(())
     }
 
     /// Decodes any protocol value, refusing input over `limit` bytes before parsing it.
