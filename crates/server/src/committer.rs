@@ -33,6 +33,7 @@ struct Request {
 #[derive(Debug, Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Request>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Request {
@@ -45,7 +46,13 @@ impl std::fmt::Debug for Request {
 }
 
 impl Committer {
-    /// Starts the committer task.
+    /// Starts the committer on a thread and runtime of its own, with database connections of
+    /// its own (when the store can open them).
+    ///
+    /// On the server's runtime a commit took four or five task hops (the committer, its write
+    /// task, the database connection's task, both ways), each queued behind hundreds of
+    /// connection and actor tasks: at half of peak, actors waited ~14 ms at p99 for commits
+    /// that took ~4 ms. Here those hops wait for nothing but the commits.
     pub fn start(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
@@ -53,8 +60,28 @@ impl Committer {
         concurrency: usize,
     ) -> Committer {
         let (tx, rx) = mpsc::channel(16_384);
-        tokio::spawn(run(store, metrics, rx, max_rows.max(1), concurrency.max(1)));
-        Committer { tx }
+        let concurrency = concurrency.max(1);
+        let writer = store.writer(concurrency).unwrap_or(store);
+        let task = run(writer, metrics.clone(), rx, max_rows.max(1), concurrency);
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => {
+                let spawned = std::thread::Builder::new()
+                    .name("spacesync-committer".to_owned())
+                    .spawn(move || runtime.block_on(task));
+                if let Err(error) = spawned {
+                    // Commits then fail ("the committer stopped") instead of waiting forever.
+                    tracing::error!(%error, "cannot start the committer's thread");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot build the committer's runtime; it shares the server's");
+                tokio::spawn(task);
+            }
+        }
+        Committer { tx, metrics }
     }
 
     /// Commits a batch of one space and waits for the outcome.
@@ -62,9 +89,14 @@ impl Committer {
         if entries.is_empty() {
             return Some(CommitResult::Committed);
         }
+        let started = Instant::now();
         let (reply, result) = oneshot::channel();
         self.tx.send(Request { entries, reply }).await.ok()?;
-        result.await.ok()
+        let result = result.await.ok();
+        self.metrics
+            .commit_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 
@@ -82,7 +114,8 @@ async fn run(
             return;
         };
         let Some(first) = rx.recv().await else {
-            return;
+            drop(permit);
+            break;
         };
         let mut rows = first.entries.len();
         let mut batch = vec![first];
@@ -102,6 +135,10 @@ async fn run(
             drop(permit);
         });
     }
+    // Every sender is gone: let the writes in flight finish before the runtime stops.
+    let _ = slots
+        .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
+        .await;
 }
 
 /// Writes requests until each has its answer. The rows are moved into one batch, not copied;

@@ -52,7 +52,8 @@ pub struct ServerConfig {
     pub max_commit_rows: usize,
     /// Commits in flight at once (each may carry many spaces).
     pub commit_concurrency: usize,
-    /// Database connections in the pool.
+    /// Database connections for loads, snapshots, lookups and quarantine writes. Commits
+    /// have `commit_concurrency` connections of their own on top.
     pub pool_size: usize,
     /// How long a graceful shutdown waits for actors to flush before giving up.
     pub shutdown_timeout: Duration,

@@ -166,9 +166,6 @@ impl LimitArgs {
             resume_window: self.resume_window,
             ..ServerConfig::default()
         };
-        // Commits, loads, snapshots and lookups share the pool: room for each beside the
-        // commits in flight.
-        config.pool_size = config.pool_size.max(config.commit_concurrency + 6);
         config.space.hold_timeout_ms =
             u64::try_from(self.hold_timeout.as_millis()).unwrap_or(u64::MAX);
         config

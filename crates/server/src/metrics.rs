@@ -29,6 +29,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// From an op's arrival at the server to its ack (its first arrival, for resends).
     pub ack_seconds: Histogram,
+    /// From an actor handing a batch to the committer to its answer: queue plus commit.
+    pub commit_wait_seconds: Histogram,
     pub commit_rows: Histogram,
     pub commit_retries: Counter,
     pub snapshots_written: Counter,
@@ -53,6 +55,7 @@ impl Metrics {
             broadcasts: Counter::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             ack_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            commit_wait_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             commit_rows: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commit_retries: Counter::default(),
             snapshots_written: Counter::default(),
@@ -128,6 +131,11 @@ impl Metrics {
             "ack_seconds",
             "Time from an op's arrival at the server to its acknowledgement (after the commit)",
             metrics.ack_seconds.clone(),
+        );
+        registry.register(
+            "commit_wait_seconds",
+            "Time a space waits for its batch to be durable: the committer's queue plus the commit",
+            metrics.commit_wait_seconds.clone(),
         );
         registry.register(
             "commit_rows",

@@ -264,21 +264,24 @@ async fn acks_come_only_after_the_commit() {
     alice.answered(&["op1"]).await;
     assert_eq!(alice.acks["op1"], (1, false));
     assert_eq!(logged(database.url(), "s").await, [(1, "op1".to_owned())]);
-    // The ack-latency histogram saw the op once, and its time covers the commit it waited for.
+    // The ack-latency and commit-wait histograms saw the op's batch once, and their times
+    // cover the commit it waited for.
     let metrics = server.metrics().render();
-    assert!(
-        metrics.contains("spacesync_ack_seconds_count 1\n"),
-        "{metrics}"
-    );
-    let sum: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("spacesync_ack_seconds_sum "))
-        .and_then(|value| value.parse().ok())
-        .expect("ack_seconds_sum");
-    assert!(
-        sum >= held_at_gate.as_secs_f64(),
-        "{sum} < {held_at_gate:?}"
-    );
+    for histogram in ["ack_seconds", "commit_wait_seconds"] {
+        assert!(
+            metrics.contains(&format!("spacesync_{histogram}_count 1\n")),
+            "{metrics}"
+        );
+        let sum: f64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("spacesync_{histogram}_sum ")))
+            .and_then(|value| value.parse().ok())
+            .expect("the histogram's sum");
+        assert!(
+            sum >= held_at_gate.as_secs_f64(),
+            "{histogram}: {sum} < {held_at_gate:?}"
+        );
+    }
     server.shutdown().await;
 }
 

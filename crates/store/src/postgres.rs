@@ -144,18 +144,19 @@ impl PgStore {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|error: tokio_postgres::Error| StoreError::Config(error.to_string()))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(max_connections)
-            .build()
-            .map_err(|error| StoreError::Config(error.to_string()))?;
-        Ok(PgStore { pool, config })
+        Ok(PgStore {
+            pool: pool(&config, max_connections)?,
+            config,
+        })
+    }
+
+    /// The same database through a new pool of `max_connections` (opened lazily, on the
+    /// runtime that first uses them).
+    pub fn with_pool_size(&self, max_connections: usize) -> Result<PgStore, StoreError> {
+        Ok(PgStore {
+            pool: pool(&self.config, max_connections)?,
+            config: self.config.clone(),
+        })
     }
 
     /// Where this store's data lives (host, port and database; never the password).
@@ -583,6 +584,20 @@ fn quarantine_entry(row: &tokio_postgres::Row) -> QuarantineEntry {
         last_seen_unix_ms: row.get(8),
         attempts: row.get(9),
     }
+}
+
+fn pool(config: &tokio_postgres::Config, max_connections: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_connections.max(1))
+        .build()
+        .map_err(|error| StoreError::Config(error.to_string()))
 }
 
 /// The op as stored in the log: `{name, body}` plus `operationId` when it was given apart.

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use spacesync_protocol::Seq;
 
@@ -29,6 +30,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn migrate(&self) -> StoreFuture<'_, SchemaStatus>;
     /// Compares the live schema with the migrations and checks durability settings.
     fn doctor(&self) -> StoreFuture<'_, DoctorReport>;
+    /// A handle for the committer with connections of its own (`connections` of them), so
+    /// commits never wait for a connection busy with a load or a snapshot, and their I/O runs
+    /// on the committer's own thread. `None`: the committer shares this handle.
+    fn writer(&self, connections: usize) -> Option<Arc<dyn Store>> {
+        let _ = connections;
+        None
+    }
     /// Appends a batch (of one or several spaces) in one transaction; see [`AppendOutcome`].
     fn append<'a>(&'a self, entries: &'a [NewLogEntry]) -> StoreFuture<'a, AppendOutcome>;
     /// The latest snapshot of a space and the log after it.
@@ -93,6 +101,11 @@ impl Store for PgStore {
 
     fn doctor(&self) -> StoreFuture<'_, DoctorReport> {
         Box::pin(PgStore::doctor(self))
+    }
+
+    fn writer(&self, connections: usize) -> Option<Arc<dyn Store>> {
+        let writer = self.with_pool_size(connections).ok()?;
+        Some(Arc::new(writer))
     }
 
     fn append<'a>(&'a self, entries: &'a [NewLogEntry]) -> StoreFuture<'a, AppendOutcome> {

@@ -250,3 +250,36 @@ async fn both_append_methods_write_the_same_rows_and_isolate_poison() {
         .expect("appends");
     assert_eq!(outcome.committed, COPY_THRESHOLD);
 }
+
+#[tokio::test]
+async fn the_writer_has_connections_of_its_own() {
+    let Some(database) = TestDatabase::create("writer").await else {
+        return;
+    };
+    // A pool of one connection, open (the ping keeps it in the pool).
+    let store = PgStore::connect(database.url(), 1).expect("pool");
+    store.migrate().await.expect("migrates");
+    store.ping().await.expect("pings");
+    let writer = spacesync_store::Store::writer(&store, 2).expect("PostgreSQL gives a writer");
+    writer
+        .append(&numbered_batch("s", 3))
+        .await
+        .expect("appends");
+    // The writer opened a connection of its own instead of taking the pool's only one.
+    let (client, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    let others: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("counts")
+        .get(0);
+    assert_eq!(others, 2, "the pool's connection and the writer's");
+    let logged = store.log_after("s", 0, None).await.expect("reads");
+    assert_eq!(logged.len(), 3);
+}
