@@ -20,27 +20,45 @@ use spacesync_store::{NewLogEntry, PgStore, QuarantineEntry, SqliteStore, Store}
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long mimalloc keeps freed memory before returning it to the OS. Its default (1 s) made
-/// the server give back and re-fault the same huge pages all through a load run: the kernel
-/// zeroing them was 8% of the server's CPU (`clear_page_erms`, 5,000 faults in 10 s). At 10 s
+/// the server give back and re-fault the same memory all through a load run: the kernel
+/// zeroing it was 8% of the server's CPU (`clear_page_erms`, 5,000 faults in 10 s). At 10 s
 /// the faults drop to ~700 and the memory still goes back after a burst. `MIMALLOC_PURGE_DELAY`
 /// in the environment overrides it.
 const ALLOCATOR_PURGE_DELAY_MS: i64 = 10_000;
 
+/// `mi_option_purge_delay` and `mi_option_allow_thp` in mimalloc v3's `mi_option_e`; the Rust
+/// bindings do not name them.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+
+/// Allocator settings for latency, each overridden by its `MIMALLOC_…` environment variable.
+///
+/// Transparent huge pages are turned off for the process (as Redis and MongoDB advise for
+/// theirs). With them, memory grows 2 MiB at a time and the kernel zeroes each 2 MiB page in
+/// the thread that first touches it, which stalls every task on that runtime worker: at 11,000
+/// ops/s, the harness's p99 went from 28–34 ms with them to 7.5–9 ms without, for ~5% of peak
+/// throughput (docs/benchmarks.md). `MIMALLOC_ALLOW_THP=1` keeps them.
 fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (15: right after the deprecated
-    // `eager_commit_delay`, 14); the Rust bindings do not name it.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // Set only if that option still holds v3's documented default (1,000 ms): a mimalloc whose
+    // Each option is set only if it still holds v3's documented default: a mimalloc whose
     // options are numbered differently is left alone rather than misconfigured.
     // SAFETY: `mi_option_get`/`mi_option_set` take plain integers, touch only mimalloc's option
     // table (atomics) and are documented as callable at any time, from any thread.
+    // `prctl(PR_SET_THP_DISABLE)` takes integer arguments and only sets a flag of this process.
     #[allow(unsafe_code)]
     unsafe {
-        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 1_000 {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
+            && libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 1_000
+        {
             libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS as _);
+        }
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none()
+            && libmimalloc_sys::mi_option_get(MI_OPTION_ALLOW_THP) == 1
+        {
+            // mimalloc stops asking for huge pages for new memory; the kernel stops giving
+            // them for memory already mapped (mimalloc's first arena is mapped before `main`).
+            libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
         }
     }
 }
