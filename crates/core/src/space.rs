@@ -2,7 +2,7 @@
 //! (applied with a sequence number, duplicate, held, rejected). No I/O and no clock: the caller
 //! passes milliseconds in and calls [`Space::expire`] when [`Space::next_deadline`] is due.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 use spacesync_protocol::{Operation, RejectCode, Seq};
@@ -10,6 +10,9 @@ use spacesync_protocol::{Operation, RejectCode, Seq};
 use crate::action::{self, Action, ParsedOp};
 use crate::hold::{HeldOp, Holds};
 use crate::state::{Requirement, SpaceState};
+
+mod seen;
+use seen::Seen;
 
 /// Limits of one space's holding area. Defaults are documented in `docs/operations.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,60 +100,6 @@ struct Waiting {
     blocked_on: Vec<String>,
 }
 
-/// The newest op ids and what became of them, at most `capacity` of them; the oldest is
-/// forgotten first.
-#[derive(Debug, Clone)]
-struct Seen {
-    map: HashMap<String, (Prior, u64)>,
-    /// Insertion order with the generation of each insertion, so an id removed and inserted
-    /// again is not forgotten early by its stale entry.
-    order: VecDeque<(String, u64)>,
-    generation: u64,
-    capacity: usize,
-}
-
-impl Seen {
-    fn new(capacity: usize) -> Seen {
-        Seen {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            generation: 0,
-            capacity: capacity.max(1),
-        }
-    }
-
-    fn get(&self, operation_id: &str) -> Option<&Prior> {
-        self.map.get(operation_id).map(|(prior, _)| prior)
-    }
-
-    fn insert(&mut self, operation_id: String, prior: Prior) {
-        if let Some((known, _)) = self.map.get_mut(&operation_id) {
-            *known = prior;
-            return;
-        }
-        self.generation += 1;
-        self.order
-            .push_back((operation_id.clone(), self.generation));
-        self.map.insert(operation_id, (prior, self.generation));
-        while self.map.len() > self.capacity {
-            let Some((oldest, generation)) = self.order.pop_front() else {
-                break;
-            };
-            if self
-                .map
-                .get(&oldest)
-                .is_some_and(|(_, known)| *known == generation)
-            {
-                self.map.remove(&oldest);
-            }
-        }
-    }
-
-    fn remove(&mut self, operation_id: &str) {
-        self.map.remove(operation_id);
-    }
-}
-
 /// One space: its content, its sequence counter, the ops it has seen and the ops it holds.
 #[derive(Debug, Clone)]
 pub struct Space {
@@ -221,14 +170,14 @@ impl Space {
 
     /// What is known about an op id: accepted, rejected, or nothing (never seen, or seen so
     /// long ago that only the store knows; the caller asks the store then).
-    pub fn prior(&self, operation_id: &str) -> Option<&Prior> {
+    pub fn prior(&self, operation_id: &str) -> Option<Prior> {
         self.seen.get(operation_id)
     }
 
     /// Records what the durable store knows about an op, so a replay is recognised without
     /// asking the store again.
-    pub fn remember(&mut self, operation_id: impl Into<String>, prior: Prior) {
-        self.seen.insert(operation_id.into(), prior);
+    pub fn remember(&mut self, operation_id: impl AsRef<str>, prior: Prior) {
+        self.seen.insert(operation_id.as_ref(), prior);
     }
 
     /// Forgets what is known about an op id, so it is judged afresh (an operator releasing a
@@ -269,14 +218,11 @@ impl Space {
         let operation_id = envelope.operation_id;
         if let Some(prior) = self.seen.get(&operation_id) {
             outcomes.push(match prior {
-                Prior::Accepted(seq) => Outcome::Duplicate {
-                    operation_id,
-                    seq: *seq,
-                },
+                Prior::Accepted(seq) => Outcome::Duplicate { operation_id, seq },
                 Prior::Rejected { code, message } => Outcome::Rejected(Rejection {
                     operation_id,
-                    code: *code,
-                    message: message.clone(),
+                    code,
+                    message,
                     op,
                     repeated: true,
                 }),
@@ -405,8 +351,7 @@ impl Space {
             self.state.apply(action);
         }
         let operation_id = parsed.envelope.operation_id;
-        self.seen
-            .insert(operation_id.clone(), Prior::Accepted(self.seq));
+        self.seen.insert(&operation_id, Prior::Accepted(self.seq));
         outcomes.push(Outcome::Applied(Applied {
             seq: self.seq,
             operation_id,
@@ -556,7 +501,7 @@ impl Space {
     ) {
         if code.is_quarantined() && !operation_id.is_empty() {
             self.seen.insert(
-                operation_id.clone(),
+                &operation_id,
                 Prior::Rejected {
                     code,
                     message: message.clone(),
@@ -615,7 +560,7 @@ impl Space {
         }
         self.seq = seq;
         self.seen
-            .insert(parsed.envelope.operation_id, Prior::Accepted(seq));
+            .insert(&parsed.envelope.operation_id, Prior::Accepted(seq));
         Ok(())
     }
 }

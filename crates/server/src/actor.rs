@@ -1211,7 +1211,7 @@ impl Actor {
             }
         }
         for (operation_id, prior) in verdicts {
-            self.space.remember(operation_id.clone(), prior.clone());
+            self.space.remember(operation_id, prior.clone());
         }
         Ok(())
     }

@@ -985,7 +985,7 @@ fn replaying_the_log_rebuilds_the_same_space() {
     }
     assert_eq!(replayed.state(), live.state());
     assert_eq!(replayed.seq(), live.seq());
-    assert_eq!(replayed.prior("1"), Some(&Prior::Accepted(3)));
+    assert_eq!(replayed.prior("1"), Some(Prior::Accepted(3)));
     assert!(matches!(
         replayed.replay(9, &op("9", "createCard", card("z"))),
         Err(ReplayError::Gap { .. })
@@ -1011,11 +1011,11 @@ fn memory_of_op_ids_is_bounded_to_the_newest() {
     );
     assert_eq!(space.prior("op1"), None, "the oldest are forgotten");
     assert_eq!(space.prior("op2"), None);
-    assert_eq!(space.prior("op5"), Some(&Prior::Accepted(5)));
+    assert_eq!(space.prior("op5"), Some(Prior::Accepted(5)));
     // Forgetting and remembering again keeps the newest.
     space.forget("op3");
     space.remember("op3", Prior::Accepted(3));
     space.remember("x", Prior::Accepted(9));
-    assert_eq!(space.prior("op3"), Some(&Prior::Accepted(3)));
-    assert_eq!(space.prior("x"), Some(&Prior::Accepted(9)));
+    assert_eq!(space.prior("op3"), Some(Prior::Accepted(3)));
+    assert_eq!(space.prior("x"), Some(Prior::Accepted(9)));
 }
