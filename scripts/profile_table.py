@@ -15,7 +15,7 @@ PARTS = [
     ("  core: submit an op", "spacesync_core::space::Space::submit"),
     ("    parse into actions", "spacesync_core::action::parse"),
     ("    apply to the state", "spacesync_core::space::Space::apply_now"),
-    ("    op-id memory (Seen)", "spacesync_core::space::Seen::insert"),
+    ("    op-id memory (Seen)", r"spacesync_core::space::(seen::)?Seen::"),
     ("actor settle (acks, broadcasts)", "spacesync_server::actor::Actor::settle"),
     ("committer and store", "spacesync_server::committer::"),
     ("  PostgreSQL client (encode, protocol)", "tokio_postgres::"),
