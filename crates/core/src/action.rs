@@ -156,21 +156,34 @@ pub fn is_unsupported(name: &str) -> bool {
 /// Parses an op for the space `space_id`.
 pub fn parse(op: &Operation, space_id: &str) -> Result<ParsedOp, ParseError> {
     let envelope = envelope(op)?;
+    parse_enveloped(op.clone(), envelope, space_id).map_err(|(error, _)| error)
+}
+
+/// [`parse`] for an op whose envelope was already read (`envelope(&op)`): the op moves into the
+/// result instead of being copied, and comes back with the error if it does not parse.
+pub fn parse_enveloped(
+    op: Operation,
+    envelope: Envelope,
+    space_id: &str,
+) -> Result<ParsedOp, (ParseError, Operation)> {
     if is_unsupported(&op.name) {
-        return Err(ParseError::new(
+        let error = ParseError::new(
             RejectCode::UnsupportedOperation,
             format!("{} is not a space operation", op.name),
-        ));
+        );
+        return Err((error, op));
     }
     // An item's `spaceId` is not checked against the space: items copied from another space
     // keep their old `spaceId` (real data has them), and routing an op to its space is the
     // server's job. Only a `createSpace` for another space is refused.
-    let actions = actions(op, space_id)?;
-    Ok(ParsedOp {
-        envelope,
-        op: op.clone(),
-        actions,
-    })
+    match actions(&op, space_id) {
+        Ok(actions) => Ok(ParsedOp {
+            envelope,
+            op,
+            actions,
+        }),
+        Err(error) => Err((error, op)),
+    }
 }
 
 fn actions(op: &Operation, space_id: &str) -> Result<Vec<Action>, ParseError> {

@@ -215,8 +215,8 @@ impl Space {
                 return;
             }
         };
-        let operation_id = envelope.operation_id;
-        if let Some(prior) = self.seen.get(&operation_id) {
+        if let Some(prior) = self.seen.get(&envelope.operation_id) {
+            let operation_id = envelope.operation_id;
             outcomes.push(match prior {
                 Prior::Accepted(seq) => Outcome::Duplicate { operation_id, seq },
                 Prior::Rejected { code, message } => Outcome::Rejected(Rejection {
@@ -229,21 +229,22 @@ impl Space {
             });
             return;
         }
-        if let Some(arrival) = self.holds.arrival_of(&operation_id) {
+        if let Some(arrival) = self.holds.arrival_of(&envelope.operation_id) {
             let waiting_for = self
                 .holds
                 .get(arrival)
                 .map(|held| held.missing.iter().cloned().collect())
                 .unwrap_or_default();
             outcomes.push(Outcome::Held {
-                operation_id,
+                operation_id: envelope.operation_id,
                 waiting_for,
             });
             return;
         }
-        let parsed = match action::parse(&op, &self.id) {
+        let operation_id = envelope.operation_id.clone();
+        let parsed = match action::parse_enveloped(op, envelope, &self.id) {
             Ok(parsed) => parsed,
-            Err(error) => {
+            Err((error, op)) => {
                 let created = created_id_guess(&op);
                 self.reject(operation_id, error.code, error.message, op, outcomes);
                 if let Some(id) = created {
