@@ -6,21 +6,36 @@
 # Every run prints the harness's JSON line; lines are collected in docs/bench/results.jsonl
 # (tagged) and the plot is written to docs/bench/throughput-vs-p99.svg.
 #
-#   scripts/bench-load.sh            # ~6 minutes, progress on stderr
+#   scripts/bench-load.sh               # ~7 minutes, progress on stderr; the machine's PostgreSQL
+#   scripts/bench-load.sh --private-pg  # the same on a throwaway cluster sized for this write
+#                                       # rate (scripts/private-pg.sh), baseline included;
+#                                       # results in docs/bench/*-private-pg.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/spacesync
 cargo build --release --bin spacesync -p spacesync-server >&2
-out=docs/bench/results.jsonl
+suffix=""
+pg_dir=""
+if [ "${1:-}" = "--private-pg" ]; then
+  suffix="-private-pg"
+  pg_dir=$(mktemp -d /tmp/spacesync-bench-pg.XXXXXX)
+  PGPORT=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  export PGPORT
+  scripts/private-pg.sh start "$pg_dir" "$PGPORT"
+  echo "private PostgreSQL on port $PGPORT ($pg_dir)" >&2
+fi
+export PGPORT="${PGPORT:-5432}"
+out=docs/bench/results$suffix.jsonl
 mkdir -p docs/bench
 : > "$out"
 db="spacesync_bench_$$"
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
-url="host=127.0.0.1 user=postgres dbname=$db"
+url="host=127.0.0.1 port=$PGPORT user=postgres dbname=$db"
 server_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+  [ -n "$pg_dir" ] && scripts/private-pg.sh stop "$pg_dir" || true
 }
 trap cleanup EXIT
 log=$(mktemp)
@@ -84,5 +99,5 @@ done
 
 base=$(field "$baseline" baseline_rows_per_s)
 python3 -c "print(f'peak / baseline = {$peak} / {$base} = {$peak / $base:.3f}')" >&2
-python3 scripts/plot.py "$out" docs/bench/throughput-vs-p99.svg
+python3 scripts/plot.py "$out" "docs/bench/throughput-vs-p99$suffix.svg"
 python3 scripts/summarize.py "$out"
