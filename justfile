@@ -32,6 +32,10 @@ bench-baseline:
 bench-load:
     scripts/bench-load.sh
 
+# The same on a throwaway PostgreSQL sized for the write rate (baseline included).
+bench-load-private-pg:
+    scripts/bench-load.sh --private-pg
+
 # Space download hot and cold (1,000 cards + 1,000 connections).
 bench-download:
     cargo run --release -p spacesync-benches --bin download
