@@ -95,6 +95,9 @@ pub struct Report {
     /// its `/metrics`): arrival at the server → ack. `None` when it has no such endpoint.
     pub server_ack_p50_ms: Option<f64>,
     pub server_ack_p99_ms: Option<f64>,
+    /// The highest p99 of any one second of the measured window: a stall shows here even when
+    /// it is too short to move the whole run's p99.
+    pub worst_second_p99_ms: f64,
     pub fanout_per_s: f64,
     /// Permanent rejections of the poison ops (expected).
     pub rejected: u64,
@@ -127,6 +130,7 @@ impl Report {
             "p99_ms": round(self.p99_ms), "max_ms": round(self.max_ms),
             "server_ack_p50_ms": self.server_ack_p50_ms.map(round),
             "server_ack_p99_ms": self.server_ack_p99_ms.map(round),
+            "worst_second_p99_ms": round(self.worst_second_p99_ms),
             "fanout_per_s": round(self.fanout_per_s),
             "acked": self.acked, "rejected": self.rejected,
             "poison_sent": self.poison_sent, "duplicates_sent": self.duplicates_sent,
@@ -147,7 +151,7 @@ impl Report {
     pub fn summary(&self) -> String {
         format!(
             "acked {} ops ({:.0}/s), latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-             fan-out {:.0} broadcasts/s\n\
+             worst second's p99 {:.2} ms; fan-out {:.0} broadcasts/s\n\
              server-side (arrival to ack): {}\n\
              poison sent {} (rejected {}), duplicates sent {}, reconnects {}\n\
              check: lost {}, duplicated {}, diverged {}, errors {} -> {}{}",
@@ -157,6 +161,7 @@ impl Report {
             self.p95_ms,
             self.p99_ms,
             self.max_ms,
+            self.worst_second_p99_ms,
             self.fanout_per_s,
             match (self.server_ack_p50_ms, self.server_ack_p99_ms) {
                 (Some(p50), Some(p99)) => format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
@@ -199,7 +204,10 @@ struct Stats {
     broadcasts: AtomicU64,
     errors: AtomicU64,
     histogram: Mutex<Histogram<u64>>,
+    /// This second's latencies; `second_p99` empties it.
     interval: Mutex<Histogram<u64>>,
+    /// The highest p99 of a second so far, in µs.
+    worst_second_us: AtomicU64,
     samples: Mutex<Vec<String>>,
 }
 
@@ -219,6 +227,25 @@ impl Stats {
                 let _ = histogram.record(micros.max(1));
             }
         }
+    }
+
+    /// The p99 of the latencies since the last call, in µs (0 if none), folded into the worst.
+    fn second_p99(&self) -> u64 {
+        let p99 = self
+            .interval
+            .lock()
+            .map(|mut histogram| {
+                let p99 = if histogram.is_empty() {
+                    0
+                } else {
+                    histogram.value_at_quantile(0.99)
+                };
+                histogram.reset();
+                p99
+            })
+            .unwrap_or(0);
+        self.worst_second_us.fetch_max(p99, Ordering::Relaxed);
+        p99
     }
 }
 
@@ -602,6 +629,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         errors: AtomicU64::new(0),
         histogram: Mutex::new(histogram()),
         interval: Mutex::new(histogram()),
+        worst_second_us: AtomicU64::new(0),
         samples: Mutex::new(Vec::new()),
     });
     let clients_total = config.spaces * config.clients_per_space;
@@ -655,9 +683,13 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     let start = Instant::now();
     let measure_from = start + config.warmup;
     let end = measure_from + config.duration;
-    let progress = config
-        .progress
-        .then(|| tokio::spawn(progress(stats.clone(), start, measure_from, end)));
+    let seconds = tokio::spawn(seconds(
+        stats.clone(),
+        config.progress,
+        start,
+        measure_from,
+        end,
+    ));
     let measuring = stats.clone();
     let server = config.server.clone();
     let scrape_before = tokio::spawn(async move {
@@ -689,9 +721,9 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
             Err(error) => stats.error(format!("a client task failed: {error}")),
         }
     }
-    if let Some(progress) = progress {
-        progress.abort();
-    }
+    seconds.abort();
+    // The last, partial second of the window.
+    stats.second_p99();
     clients.sort_by_key(|client| client.index);
 
     let mut report = Report::default();
@@ -712,6 +744,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         report.p99_ms = ms(0.99);
         report.max_ms = histogram.max() as f64 / 1000.0;
     }
+    report.worst_second_p99_ms = stats.worst_second_us.load(Ordering::Relaxed) as f64 / 1000.0;
     report.errors += stats.errors.load(Ordering::Relaxed);
     if let Ok(samples) = stats.samples.lock() {
         report.error_samples.extend(samples.iter().cloned());
@@ -910,23 +943,25 @@ async fn next_joined(
     }
 }
 
-/// A progress line a second on stderr.
-async fn progress(stats: Arc<Stats>, start: Instant, measure_from: Instant, end: Instant) {
+/// Every second: the second's p99 (only measured ops are recorded), and with `print` a
+/// progress line on stderr.
+async fn seconds(
+    stats: Arc<Stats>,
+    print: bool,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let mut last = 0;
     loop {
         ticker.tick().await;
         let acked = stats.acked.load(Ordering::Relaxed);
-        let p99 = stats
-            .interval
-            .lock()
-            .map(|mut histogram| {
-                let p99 = histogram.value_at_quantile(0.99) as f64 / 1000.0;
-                histogram.reset();
-                p99
-            })
-            .unwrap_or(0.0);
+        let p99 = stats.second_p99() as f64 / 1000.0;
+        if !print {
+            continue;
+        }
         let phase = if Instant::now() < measure_from {
             "warmup"
         } else if Instant::now() < end {
