@@ -33,8 +33,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A handle for the committer with connections of its own (`connections` of them), so
     /// commits never wait for a connection busy with a load or a snapshot, and their I/O runs
     /// on the committer's own thread. `None`: the committer shares this handle.
-    fn writer(&self, connections: usize) -> Option<Arc<dyn Store>> {
-        let _ = connections;
+    fn writer(&self, _connections: usize) -> Option<Arc<dyn Store>> {
         None
     }
     /// Appends a batch (of one or several spaces) in one transaction; see [`AppendOutcome`].
