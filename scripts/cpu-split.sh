@@ -4,7 +4,7 @@
 #   scripts/cpu-split.sh [spacesync load arguments…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/spacesync
+bin="${SPACESYNC_BIN:-target/release/spacesync}"  # SPACESYNC_BIN: another build, for A/B runs
 db="spacesync_cpu_$$"
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT

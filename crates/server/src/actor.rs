@@ -406,8 +406,18 @@ type Outcomes = Vec<Outcome>;
 
 impl Actor {
     async fn run(&mut self) -> Result<(), ActorError> {
+        // One timer and one shutdown waiter for the actor's life: made anew on every pass they
+        // cost a timer wheel entry and a waiter list entry per cycle. The timer is moved only
+        // when the next wake comes earlier than it is set for, or after it fired (a wake that
+        // comes too early just passes through the loop once more).
+        let stopping = self.shared.stop_reading.clone().cancelled_owned();
+        let sleep = tokio::time::sleep_until(self.next_wake());
+        tokio::pin!(stopping, sleep);
         loop {
             let wake = self.next_wake();
+            if sleep.is_elapsed() || wake < sleep.deadline() {
+                sleep.as_mut().reset(wake);
+            }
             tokio::select! {
                 msg = self.rx.recv() => match msg {
                     Some(msg) => {
@@ -422,8 +432,8 @@ impl Actor {
                     }
                     None => self.shutting_down = true,
                 },
-                () = tokio::time::sleep_until(wake) => {}
-                () = self.shared.stop_reading.cancelled(), if !self.shutting_down => {
+                () = &mut sleep => {}
+                () = &mut stopping, if !self.shutting_down => {
                     self.shutting_down = true;
                 }
             }

@@ -181,11 +181,21 @@ impl Connection {
         ping.tick().await;
         let mut last_heard = Instant::now();
         let mut reading = true;
+        // The futures a connection waits on besides its socket and queue live for the whole
+        // loop: made anew on every pass they cost a lock and a waiter list entry each (a
+        // timer wheel entry for the deadline), twice per op, on the runtime's two cores.
+        let killed = kill.cancelled();
+        let closing = shared.closing.cancelled();
+        let stopped_reading = shared.stop_reading.cancelled();
+        // Armed for the idle timeout from the last message heard; it is moved on only when it
+        // fires (a busy connection hears many messages per timeout, and moving a timer locks
+        // the wheel).
+        let idle = tokio::time::sleep_until(last_heard + shared.config.idle_timeout);
+        tokio::pin!(killed, closing, stopped_reading, idle);
         let reason = loop {
-            let idle_deadline = last_heard + shared.config.idle_timeout;
             tokio::select! {
                 biased;
-                () = kill.cancelled() => {
+                () = &mut killed => {
                     let code = CloseCode::ALL
                         .iter()
                         .copied()
@@ -194,7 +204,7 @@ impl Connection {
                     let _ = sink.send(close(code)).await;
                     break if code == CloseCode::SlowConsumer { "slow_consumer" } else { "killed" };
                 }
-                () = shared.closing.cancelled() => {
+                () = &mut closing => {
                     // Every actor has flushed: send what is queued, then 1001.
                     while let Ok(outbound) = rx.try_recv() {
                         if let Outbound::Frame(frame) = outbound
@@ -242,7 +252,7 @@ impl Connection {
                     }
                     None => break "gone",
                 },
-                () = shared.stop_reading.cancelled(), if reading => {
+                () = &mut stopped_reading, if reading => {
                     reading = false;
                 }
                 _ = ping.tick() => {
@@ -250,9 +260,14 @@ impl Connection {
                         break "gone";
                     }
                 }
-                () = tokio::time::sleep_until(idle_deadline), if reading => {
-                    let _ = sink.send(close(CloseCode::Timeout)).await;
-                    break "ping_timeout";
+                () = &mut idle, if reading => {
+                    let deadline = last_heard + shared.config.idle_timeout;
+                    if deadline > Instant::now() {
+                        idle.as_mut().reset(deadline);
+                    } else {
+                        let _ = sink.send(close(CloseCode::Timeout)).await;
+                        break "ping_timeout";
+                    }
                 }
                 message = stream.next(), if reading => {
                     last_heard = Instant::now();

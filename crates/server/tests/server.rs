@@ -819,6 +819,45 @@ async fn a_slow_consumer_is_closed_with_4001_and_resumes() {
     server.shutdown().await;
 }
 
+/// The idle timer is armed once and moved on only when it fires: a connection that keeps
+/// talking for several timeouts stays open, and one that then goes quiet is still closed.
+#[tokio::test]
+async fn a_talking_connection_outlives_its_idle_timeout_and_a_quiet_one_does_not() {
+    let Some(database) = TestDatabase::create("server_idle_talk").await else {
+        return;
+    };
+    let store = Arc::new(migrated_store(database.url()).await);
+    let config = ServerConfig {
+        idle_timeout: Duration::from_secs(1),
+        ping_interval: Duration::from_secs(60),
+        ..ServerConfig::default()
+    };
+    let server = start(store, config).await;
+    let mut member = Member::join(&ws_url(&server), Format::Json, "talker", "s", None).await;
+    // Three timeouts' worth of traffic, a message every 100 ms (a tenth of the timeout).
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let id = format!("op-{sent}");
+        member
+            .submit(vec![card(&id, &format!("card-{sent}"))])
+            .await;
+        member.answered(&[&id]).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent >= 10, "only {sent} ops in 3 s");
+    assert_eq!(
+        member.acks.len(),
+        sent,
+        "every op acked: {:?}",
+        member.rejected
+    );
+    // Then silence: closed with 4002.
+    assert_eq!(member.close_code().await, 4002);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn idle_spaces_unload_and_load_again_from_the_store() {
     let Some(database) = TestDatabase::create("server_unload").await else {
