@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 use spacesync_client::{Client, ClientError, ClientReceiver, ClientSender};
 use spacesync_core::kinopio::{import, normalized};
 use spacesync_core::{Space, SpaceConfig};
-use spacesync_protocol::{ClientMessage, Format, Operation, Seq, ServerMessage};
+use spacesync_protocol::{
+    ClientMessage, DecodeError, EncodeError, Format, Operation, Seq, ServerMessage,
+};
 use tokio::time::Instant;
 
 use crate::workload::{Faults, StepKind, Workload};
@@ -281,12 +283,36 @@ impl Kept {
     }
 }
 
-/// An op waiting for its answer.
-#[derive(Debug, Clone)]
+/// An op waiting for its answer, kept as it will be kept once acknowledged: it is encoded
+/// once, when sent, and neither copied nor encoded again on its ack.
 struct Pending {
-    op: Operation,
+    /// The op as MessagePack.
+    op: Box<[u8]>,
+    name: String,
     sent_at: Instant,
     kind: StepKind,
+}
+
+impl Pending {
+    fn new(
+        op: &Operation,
+        sent_at: Instant,
+        kind: StepKind,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Pending, EncodeError> {
+        scratch.clear();
+        Format::MessagePack.encode_into(op, scratch)?;
+        Ok(Pending {
+            op: Box::from(scratch.as_slice()),
+            name: op.name.clone(),
+            sent_at,
+            kind,
+        })
+    }
+
+    fn op(&self) -> Result<Operation, DecodeError> {
+        Format::MessagePack.decode(&self.op, usize::MAX)
+    }
 }
 
 /// One simulated client.
@@ -382,9 +408,12 @@ impl LoadClient {
                                 .unwrap_or(u64::MAX);
                             stats.latency(micros);
                         }
-                        self.workload.acked(&pending.op, seq);
-                        self.view
-                            .insert(seq, Kept::new(&pending.op, &mut self.scratch));
+                        if self.workload.keeps_acked()
+                            && let Ok(op) = pending.op()
+                        {
+                            self.workload.acked(&op, seq);
+                        }
+                        self.view.insert(seq, Kept(Ok(pending.op)));
                     }
                 }
             }
@@ -400,13 +429,17 @@ impl LoadClient {
                     (StepKind::Poison, true) => self.poison_rejected += 1,
                     (_, false) => {
                         // Retryable (overloaded, store unavailable): send it again.
-                        let op = pending.op.clone();
-                        self.pending.insert(operation_id, pending);
-                        return Some(op);
+                        match pending.op() {
+                            Ok(op) => {
+                                self.pending.insert(operation_id, pending);
+                                return Some(op);
+                            }
+                            Err(error) => stats.error(format!("{operation_id}: {error}")),
+                        }
                     }
                     _ => stats.error(format!(
                         "good op {operation_id} ({}) rejected: {code}: {message}",
-                        pending.op.name
+                        pending.name
                     )),
                 }
             }
@@ -452,14 +485,8 @@ impl LoadClient {
                 .envelope()
                 .map(|envelope| envelope.operation_id)
                 .unwrap_or_default();
-            self.pending.insert(
-                id,
-                Pending {
-                    op: op.clone(),
-                    sent_at: scheduled,
-                    kind: step.kind,
-                },
-            );
+            let pending = Pending::new(op, scheduled, step.kind, &mut self.scratch)?;
+            self.pending.insert(id, pending);
         }
         self.sender.submit(&self.space, step.ops).await?;
         if config.reconnects > 0.0 && rand::random::<f64>() < config.reconnects {
@@ -478,11 +505,11 @@ impl LoadClient {
         // The old halves are dropped here: the connection is cut mid-stream.
         self.sender = sender;
         self.receiver = receiver;
-        let ops: Vec<Operation> = self
+        let ops = self
             .pending
             .values()
-            .map(|pending| pending.op.clone())
-            .collect();
+            .map(Pending::op)
+            .collect::<Result<Vec<Operation>, DecodeError>>()?;
         if !ops.is_empty() {
             self.sender.submit(&self.space, ops).await?;
         }
@@ -870,15 +897,11 @@ async fn check(
                 report
                     .poison_ids
                     .extend(ids.iter().map(|id| (space.clone(), id.clone())));
-                for (op, id) in client.poison.clone().into_iter().zip(ids) {
-                    client.pending.insert(
-                        id,
-                        Pending {
-                            op,
-                            sent_at: Instant::now(),
-                            kind: StepKind::Poison,
-                        },
-                    );
+                for (op, id) in client.poison.iter().zip(ids) {
+                    let pending =
+                        Pending::new(op, Instant::now(), StepKind::Poison, &mut client.scratch)
+                            .map_err(|error| LoadError::Connect(error.into()))?;
+                    client.pending.insert(id, pending);
                 }
                 let ops: Vec<Operation> = client.poison.clone();
                 let before = client.poison_rejected;

@@ -68,6 +68,11 @@ impl Workload {
         }
     }
 
+    /// Whether [`Workload::acked`] wants the acknowledged ops (only to resend duplicates).
+    pub fn keeps_acked(&self) -> bool {
+        self.faults.duplicates > 0.0
+    }
+
     /// Remembers an acknowledged op as a candidate for a duplicate resend.
     pub fn acked(&mut self, op: &Operation, seq: Seq) {
         if self.faults.duplicates <= 0.0 {
@@ -130,10 +135,9 @@ impl Workload {
                 kind: StepKind::Duplicate(seq),
             };
         }
-        // A drag burst in progress continues.
-        if let Some((card, left)) = self.drag.take()
-            && self.cards.contains(&card)
-        {
+        // A drag burst in progress continues. Nothing between its steps removes a card (only
+        // the mix below deletes, and it waits for the burst to end), so the card is still there.
+        if let Some((card, left)) = self.drag.take() {
             let (x, y) = (
                 self.rng.random_range(0..2_000),
                 self.rng.random_range(0..2_000),
