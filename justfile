@@ -66,3 +66,8 @@ smoke-load:
 # The peer on the same workload: ShareDB + sharedb-postgres (Node), then spacesync, 3 runs each.
 bench-peer:
     scripts/bench-peer.sh 400 1 10
+
+# The disk under PostgreSQL: 8 KiB durable flushes for 20 s, their p50/p99/max and how often
+# they stall (the floor under any durable ack's p99; docs/benchmarks.md).
+bench-disk:
+    python3 scripts/fsync-probe.py --dir "$(dirname "$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW data_directory')")" --seconds 20

@@ -73,6 +73,13 @@ done
 peak=$(median "${peaks[@]}")
 echo "peak (median of 3): $peak acked ops/s" >&2
 
+# The disk under the log, right before the p99 runs: how long one durable 8 KiB flush takes
+# and how often it stalls, on PostgreSQL's own filesystem (no durable ack can beat it).
+data_dir=$(psql -h 127.0.0.1 -p "$PGPORT" -U postgres -Atc "SHOW data_directory")
+sleep 3
+disk=$(python3 scripts/fsync-probe.py --dir "$(dirname "$data_dir")" --seconds 20 --json | tail -1)
+echo "{\"tag\":\"fsync\",\"result\":$disk}" >> "$out"
+
 # p99 at half of peak before the sweep, whose last steps overload the server on purpose.
 half=$(python3 -c "print(round($peak * 0.5))")
 for i in 1 2 3; do

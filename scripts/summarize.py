@@ -18,6 +18,13 @@ for tag, results in rows.items():
     if tag == "baseline":
         print(f"| baseline (pgbench, 100-row batches) | 1 | {results[0]['baseline_rows_per_s']:,} rows/s | | | | | | | | | |")
         continue
+    if tag == "fsync":
+        disk = results[0]
+        print(f"| disk: 8 KiB write + fdatasync, {disk['seconds']:.0f} s, idle (scripts/fsync-probe.py) | "
+              f"{disk['fsync_count']:,} | | {disk['fsync_p50_ms']:.2f} | {disk['fsync_p99_ms']:.2f} "
+              f"(max {disk['fsync_max_ms']:.1f}; {disk['stalls_over_10ms_per_min']:.0f}/min over 10 ms; "
+              f"{disk['share_waiting_over_10ms_pct']:.2f}% of moments wait over 10 ms) | | | | | | | |")
+        continue
     med = lambda key: statistics.median(r[key] for r in results)
     total = lambda key: sum(r[key] for r in results)
     # The server's own arrival-to-ack latency (absent in results from before it was reported).
