@@ -48,10 +48,10 @@ impl Client {
     pub async fn open(url: &str, format: Format) -> Result<Client, ClientError> {
         // tungstenite zero-fills the free part of its read buffer (up to `read_buffer_size`)
         // before every read: at the 128 KiB default that memset was 39% of the load
-        // harness's CPU with small frames. 8 KiB still takes a typical burst in one read, and
-        // the buffer grows for larger frames.
+        // harness's CPU with small frames, and at 8 KiB still 3%. 2 KiB takes a typical burst
+        // of acks and broadcasts (60-300 bytes each) in one read; larger frames take several.
         let config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
+            .read_buffer_size(2 * 1024)
             .max_message_size(Some(READ_LIMIT))
             .max_frame_size(Some(READ_LIMIT));
         let (socket, _) =
