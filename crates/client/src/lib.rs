@@ -139,14 +139,9 @@ impl Client {
                 Some(frame) => frame?,
                 None => return Err(ClientError::Ended),
             };
-            return match frame {
-                Message::Binary(bytes) => {
-                    Ok(Format::MessagePack.decode_server(&bytes, READ_LIMIT)?)
-                }
-                Message::Text(text) => Ok(Format::Json.decode_server(text.as_bytes(), READ_LIMIT)?),
-                Message::Close(frame) => Err(closed(frame)),
-                _ => continue,
-            };
+            if let Some(message) = decode(frame)? {
+                return Ok(message);
+            }
         }
     }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
-use spacesync_client::{Client, ClientError, ClientReceiver, ClientSender};
+use spacesync_client::{Client, ClientError, ClientReceiver};
 use spacesync_core::kinopio::{import, normalized};
 use spacesync_core::{Space, SpaceConfig};
 use spacesync_protocol::{
@@ -390,8 +390,9 @@ struct LoadClient {
     space: String,
     client_id: String,
     workload: Workload,
-    sender: ClientSender,
-    receiver: ClientReceiver,
+    /// One connection, not split halves: this task alone reads and writes it, and each use of
+    /// a half takes the lock the halves share.
+    client: Client,
     pending: IndexMap<String, Pending>,
     /// What this client saw: a snapshot it joined with, and every op after it by seq.
     base: Option<(Seq, Value)>,
@@ -412,16 +413,10 @@ impl LoadClient {
         client_id: &str,
         space: &str,
         since: Option<Seq>,
-    ) -> Result<(ClientSender, ClientReceiver), ClientError> {
-        let client = Client::connect(&config.server, config.format, Some(client_id)).await?;
-        let (mut sender, receiver) = client.split();
-        sender
-            .send(&ClientMessage::Join {
-                space_id: space.to_owned(),
-                since,
-            })
-            .await?;
-        Ok((sender, receiver))
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::connect(&config.server, config.format, Some(client_id)).await?;
+        client.join(space, since).await?;
+        Ok(client)
     }
 
     /// The highest seq up to which this client's view has no gap.
@@ -530,7 +525,7 @@ impl LoadClient {
     async fn receive(&mut self, message: ServerMessage, stats: &Stats) -> Result<(), ClientError> {
         if let Some(op) = self.handle(message, stats) {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            self.sender.submit(&self.space, vec![op]).await?;
+            self.client.submit(&self.space, vec![op]).await?;
         }
         Ok(())
     }
@@ -554,7 +549,7 @@ impl LoadClient {
             let pending = Pending::new(op, scheduled, step.kind, &mut self.scratch)?;
             self.pending.insert(id, pending);
         }
-        self.sender.submit(&self.space, step.ops).await?;
+        self.client.submit(&self.space, step.ops).await?;
         if config.reconnects > 0.0 && rand::random::<f64>() < config.reconnects {
             self.reconnect(config).await?;
         }
@@ -566,18 +561,16 @@ impl LoadClient {
     async fn reconnect(&mut self, config: &LoadConfig) -> Result<(), ClientError> {
         self.reconnects += 1;
         let since = self.contiguous();
-        let (sender, receiver) =
-            LoadClient::connect(config, &self.client_id, &self.space, Some(since)).await?;
-        // The old halves are dropped here: the connection is cut mid-stream.
-        self.sender = sender;
-        self.receiver = receiver;
+        let client = LoadClient::connect(config, &self.client_id, &self.space, Some(since)).await?;
+        // The old connection is dropped here: it is cut mid-stream.
+        self.client = client;
         let ops = self
             .pending
             .values()
             .map(Pending::op)
             .collect::<Result<Vec<Operation>, DecodeError>>()?;
         if !ops.is_empty() {
-            self.sender.submit(&self.space, ops).await?;
+            self.client.submit(&self.space, ops).await?;
         }
         Ok(())
     }
@@ -629,7 +622,7 @@ impl LoadClient {
                         return;
                     }
                 }
-                message = self.receiver.recv() => match message {
+                message = self.client.recv() => match message {
                     Ok(message) => {
                         if let Err(error) = self.receive(message, stats).await {
                             stats.error(format!("{}: send failed: {error}", self.client_id));
@@ -652,7 +645,7 @@ impl LoadClient {
     async fn settle(&mut self, stats: &Stats) {
         let deadline = Instant::now() + PATIENCE;
         while !self.pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+            match tokio::time::timeout_at(deadline, self.client.recv()).await {
                 Ok(Ok(message)) => {
                     if self.receive(message, stats).await.is_err() {
                         stats.error(format!("{}: send failed while settling", self.client_id));
@@ -682,7 +675,7 @@ impl LoadClient {
     async fn catch_up(&mut self, head: Seq, stats: &Stats) -> bool {
         let deadline = Instant::now() + PATIENCE;
         while self.contiguous() < head {
-            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+            match tokio::time::timeout_at(deadline, self.client.recv()).await {
                 Ok(Ok(message)) => {
                     self.handle(message, stats);
                 }
@@ -741,7 +734,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         for client_index in 0..config.clients_per_space {
             let index = space_index * config.clients_per_space + client_index;
             let client_id = format!("{}-c{index}", config.run_id);
-            let (sender, receiver) = LoadClient::connect(&config, &client_id, &space, None).await?;
+            let connection = LoadClient::connect(&config, &client_id, &space, None).await?;
             let seed = config
                 .seed
                 .wrapping_mul(1_000_003)
@@ -751,8 +744,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
                 workload: Workload::new(seed, &client_id, &space, config.faults),
                 space: space.clone(),
                 client_id,
-                sender,
-                receiver,
+                client: connection,
                 pending: IndexMap::new(),
                 base: None,
                 view: View::new(),
@@ -763,7 +755,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
                 duplicates_sent: 0,
                 reconnects: 0,
             };
-            let joined = tokio::time::timeout(PATIENCE, client.receiver.recv())
+            let joined = tokio::time::timeout(PATIENCE, client.client.recv())
                 .await
                 .map_err(|_| LoadError::Protocol("no answer to join".to_owned()))??;
             if !matches!(joined, ServerMessage::Joined { .. }) {
@@ -975,7 +967,7 @@ async fn check(
                 let ops: Vec<Operation> = client.poison.clone();
                 let before = client.poison_rejected;
                 client
-                    .sender
+                    .client
                     .submit(&space, ops)
                     .await
                     .map_err(LoadError::Connect)?;
