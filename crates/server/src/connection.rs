@@ -15,7 +15,6 @@ use spacesync_protocol::{
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::actor::{ActorMsg, Answer, Waiter, answer_message};
 use crate::peer::{Outbound, Peer, encode};
@@ -168,14 +167,7 @@ impl Connection {
         };
 
         let (tx, mut rx) = mpsc::channel(shared.config.outbound_queue.max(1));
-        let kill = CancellationToken::new();
-        let peer = Arc::new(Peer::new(
-            shared.next_id(),
-            client_id,
-            format,
-            tx,
-            kill.clone(),
-        ));
+        let peer = Arc::new(Peer::new(shared.next_id(), client_id, format, tx));
         let mut connection = Connection {
             shared: shared.clone(),
             peer: peer.clone(),
@@ -188,7 +180,7 @@ impl Connection {
         // The futures a connection waits on besides its socket and queue live for the whole
         // loop: made anew on every pass they cost a lock and a waiter list entry each (a
         // timer wheel entry for the deadline), twice per op, on the runtime's two cores.
-        let killed = kill.cancelled();
+        let killed = peer.killed();
         let closing = shared.closing.cancelled();
         let stopped_reading = shared.stop_reading.cancelled();
         // Armed for the idle timeout from the last message heard; it is moved on only when it
