@@ -25,7 +25,10 @@ if [ "${1:-}" = "--private-pg" ]; then
   echo "private PostgreSQL on port $PGPORT ($pg_dir)" >&2
 fi
 export PGPORT="${PGPORT:-5432}"
-out=docs/bench/results$suffix.jsonl
+final=docs/bench/results$suffix.jsonl
+# Lines go to a scratch file that replaces the results only when the whole run succeeded: a run
+# that fails halfway leaves the previous results as they were.
+out="$final.partial"
 mkdir -p docs/bench
 : > "$out"
 db="spacesync_bench_$$"
@@ -106,5 +109,6 @@ done
 
 base=$(field "$baseline" baseline_rows_per_s)
 python3 -c "print(f'peak / baseline = {$peak} / {$base} = {$peak / $base:.3f}')" >&2
-python3 scripts/plot.py "$out" "docs/bench/throughput-vs-p99$suffix.svg"
-python3 scripts/summarize.py "$out"
+mv "$out" "$final"
+python3 scripts/plot.py "$final" "docs/bench/throughput-vs-p99$suffix.svg"
+python3 scripts/summarize.py "$final"

@@ -262,25 +262,28 @@ fn histogram() -> Histogram<u64> {
 struct Kept(Result<Box<[u8]>, String>);
 
 impl Kept {
-    /// Encodes into the client's scratch buffer, then copies exactly the bytes needed.
     fn new(op: &Operation, scratch: &mut Vec<u8>) -> Kept {
-        scratch.clear();
-        Kept(
-            Format::MessagePack
-                .encode_into(op, scratch)
-                .map(|()| Box::from(scratch.as_slice()))
-                .map_err(|error| format!("cannot keep an op: {error}")),
-        )
+        Kept(pack(op, scratch).map_err(|error| format!("cannot keep an op: {error}")))
     }
 
     fn op(&self) -> Result<Operation, String> {
         match &self.0 {
-            Ok(bytes) => Format::MessagePack
-                .decode(bytes, usize::MAX)
-                .map_err(|error| format!("cannot read a kept op: {error}")),
+            Ok(bytes) => unpack(bytes).map_err(|error| format!("cannot read a kept op: {error}")),
             Err(error) => Err(error.clone()),
         }
     }
+}
+
+/// `op` as MessagePack: encoded into the client's scratch buffer, then copied once into a box
+/// of exactly its size.
+fn pack(op: &Operation, scratch: &mut Vec<u8>) -> Result<Box<[u8]>, EncodeError> {
+    scratch.clear();
+    Format::MessagePack.encode_into(op, scratch)?;
+    Ok(Box::from(scratch.as_slice()))
+}
+
+fn unpack(bytes: &[u8]) -> Result<Operation, DecodeError> {
+    Format::MessagePack.decode(bytes, usize::MAX)
 }
 
 /// The ops a client saw, by seq. They arrive in seq order but for resumes, so they are
@@ -369,10 +372,8 @@ impl Pending {
         kind: StepKind,
         scratch: &mut Vec<u8>,
     ) -> Result<Pending, EncodeError> {
-        scratch.clear();
-        Format::MessagePack.encode_into(op, scratch)?;
         Ok(Pending {
-            op: Box::from(scratch.as_slice()),
+            op: pack(op, scratch)?,
             name: op.name.clone(),
             sent_at,
             kind,
@@ -380,7 +381,7 @@ impl Pending {
     }
 
     fn op(&self) -> Result<Operation, DecodeError> {
-        Format::MessagePack.decode(&self.op, usize::MAX)
+        unpack(&self.op)
     }
 }
 
@@ -392,7 +393,7 @@ struct LoadClient {
     workload: Workload,
     /// One connection, not split halves: this task alone reads and writes it, and each use of
     /// a half takes the lock the halves share.
-    client: Client,
+    connection: Client,
     pending: IndexMap<String, Pending>,
     /// What this client saw: a snapshot it joined with, and every op after it by seq.
     base: Option<(Seq, Value)>,
@@ -525,7 +526,7 @@ impl LoadClient {
     async fn receive(&mut self, message: ServerMessage, stats: &Stats) -> Result<(), ClientError> {
         if let Some(op) = self.handle(message, stats) {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            self.client.submit(&self.space, vec![op]).await?;
+            self.connection.submit(&self.space, vec![op]).await?;
         }
         Ok(())
     }
@@ -549,7 +550,7 @@ impl LoadClient {
             let pending = Pending::new(op, scheduled, step.kind, &mut self.scratch)?;
             self.pending.insert(id, pending);
         }
-        self.client.submit(&self.space, step.ops).await?;
+        self.connection.submit(&self.space, step.ops).await?;
         if config.reconnects > 0.0 && rand::random::<f64>() < config.reconnects {
             self.reconnect(config).await?;
         }
@@ -561,16 +562,17 @@ impl LoadClient {
     async fn reconnect(&mut self, config: &LoadConfig) -> Result<(), ClientError> {
         self.reconnects += 1;
         let since = self.contiguous();
-        let client = LoadClient::connect(config, &self.client_id, &self.space, Some(since)).await?;
+        let connection =
+            LoadClient::connect(config, &self.client_id, &self.space, Some(since)).await?;
         // The old connection is dropped here: it is cut mid-stream.
-        self.client = client;
+        self.connection = connection;
         let ops = self
             .pending
             .values()
             .map(Pending::op)
             .collect::<Result<Vec<Operation>, DecodeError>>()?;
         if !ops.is_empty() {
-            self.client.submit(&self.space, ops).await?;
+            self.connection.submit(&self.space, ops).await?;
         }
         Ok(())
     }
@@ -622,7 +624,7 @@ impl LoadClient {
                         return;
                     }
                 }
-                message = self.client.recv() => match message {
+                message = self.connection.recv() => match message {
                     Ok(message) => {
                         if let Err(error) = self.receive(message, stats).await {
                             stats.error(format!("{}: send failed: {error}", self.client_id));
@@ -645,7 +647,7 @@ impl LoadClient {
     async fn settle(&mut self, stats: &Stats) {
         let deadline = Instant::now() + PATIENCE;
         while !self.pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.client.recv()).await {
+            match tokio::time::timeout_at(deadline, self.connection.recv()).await {
                 Ok(Ok(message)) => {
                     if self.receive(message, stats).await.is_err() {
                         stats.error(format!("{}: send failed while settling", self.client_id));
@@ -675,7 +677,7 @@ impl LoadClient {
     async fn catch_up(&mut self, head: Seq, stats: &Stats) -> bool {
         let deadline = Instant::now() + PATIENCE;
         while self.contiguous() < head {
-            match tokio::time::timeout_at(deadline, self.client.recv()).await {
+            match tokio::time::timeout_at(deadline, self.connection.recv()).await {
                 Ok(Ok(message)) => {
                     self.handle(message, stats);
                 }
@@ -744,7 +746,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
                 workload: Workload::new(seed, &client_id, &space, config.faults),
                 space: space.clone(),
                 client_id,
-                client: connection,
+                connection,
                 pending: IndexMap::new(),
                 base: None,
                 view: View::new(),
@@ -755,7 +757,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
                 duplicates_sent: 0,
                 reconnects: 0,
             };
-            let joined = tokio::time::timeout(PATIENCE, client.client.recv())
+            let joined = tokio::time::timeout(PATIENCE, client.connection.recv())
                 .await
                 .map_err(|_| LoadError::Protocol("no answer to join".to_owned()))??;
             if !matches!(joined, ServerMessage::Joined { .. }) {
@@ -967,7 +969,7 @@ async fn check(
                 let ops: Vec<Operation> = client.poison.clone();
                 let before = client.poison_rejected;
                 client
-                    .client
+                    .connection
                     .submit(&space, ops)
                     .await
                     .map_err(LoadError::Connect)?;

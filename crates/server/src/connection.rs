@@ -76,12 +76,12 @@ struct Connection {
 
 impl Connection {
     /// Returns a short label of how the connection ended, for metrics.
-    async fn run(shared: &Arc<Shared>, socket: WebSocket) -> &'static str {
-        // One socket for reading and writing, not split halves: every read and write through
-        // a half takes the lock the halves share (1% of the server's CPU), and this task is
-        // the only one that touches the socket anyway. `select!` drops the read future before
-        // a branch's handler runs, so the handlers can write.
-        let mut socket = socket;
+    ///
+    /// The socket is not split into halves: every read and write through a half takes the lock
+    /// the halves share (1% of the server's CPU), and this task is the only one that touches
+    /// the socket anyway. `select!` drops the read future before a branch's handler runs, so
+    /// the handlers can write.
+    async fn run(shared: &Arc<Shared>, mut socket: WebSocket) -> &'static str {
         let hello_deadline = Instant::now() + shared.config.hello_timeout;
         // The hello phase: nothing but `hello` is accepted.
         let (format, client_id) = loop {
