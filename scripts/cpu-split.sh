@@ -19,16 +19,19 @@ hz=$(getconf CLK_TCK)
 s0=$(ticks "$server"); p0=$(pg_ticks); start=$(date +%s.%N)
 /usr/bin/time -f "%U %S" -o /tmp/load-time "$bin" load --server "$ws" --json "$@" > /tmp/load-line
 end=$(date +%s.%N); s1=$(ticks "$server"); p1=$(pg_ticks)
+# The server's peak resident memory over its life (VmHWM), in MiB.
+rss=$(awk '/^VmHWM:/{printf "%.0f", $2 / 1024}' "/proc/$server/status")
 read -r lu ls < /tmp/load-time
-python3 - "$hz" "$s0" "$s1" "$p0" "$p1" "$lu" "$ls" "$start" "$end" <<'PY'
+python3 - "$hz" "$s0" "$s1" "$p0" "$p1" "$lu" "$ls" "$start" "$end" "$rss" <<'PY'
 import json, sys
 hz, s0, s1, p0, p1 = map(float, sys.argv[1:6]); lu, ls, start, end = map(float, sys.argv[6:10])
+rss = int(sys.argv[10])
 wall = end - start
 line = json.loads(open("/tmp/load-line").read().splitlines()[-1])
 split = {"wall_s": round(wall, 2), "server_cpu_s": round((s1 - s0) / hz, 2),
          "postgres_cpu_s": round((p1 - p0) / hz, 2), "harness_cpu_s": round(lu + ls, 2),
          "cpu_available_s": round(2 * wall, 2), "acked_ops_per_s": line["acked_ops_per_s"],
-         "p99_ms": line["p99_ms"]}
+         "p99_ms": line["p99_ms"], "server_peak_rss_mib": rss}
 # CPU per op over everything the run wrote (warmup included), the figure to iterate on: it
 # does not swing with scheduling noise the way ops/s does on two shared cores.
 ops = max(line.get("ops_in_logs", 0), 1)

@@ -26,19 +26,20 @@ fn batch(space: &str, first_seq: u64, size: usize) -> Vec<NewLogEntry> {
         .map(|n| {
             let seq = first_seq + n;
             let operation_id = format!("{space}-op-{seq:012}");
-            NewLogEntry {
-                space_id: space.to_owned(),
+            // A drag step, the commonest op.
+            let op = Operation::new(
+                "updateCard",
+                json!({"operationId": operation_id, "spaceId": space, "userId": "user-0001",
+                       "clientCreatedAt": 1_764_806_400_000u64 + seq, "id": "card-000000000000001",
+                       "x": seq % 1000, "y": 200, "z": 3}),
+            );
+            NewLogEntry::of(
+                space,
                 seq,
-                operation_id: operation_id.clone(),
-                client_id: Some("bench-client-0001".to_owned()),
-                // A drag step, the commonest op.
-                op: Operation::new(
-                    "updateCard",
-                    json!({"operationId": operation_id, "spaceId": space, "userId": "user-0001",
-                           "clientCreatedAt": 1_764_806_400_000u64 + seq, "id": "card-000000000000001",
-                           "x": seq % 1000, "y": 200, "z": 3}),
-                ),
-            }
+                operation_id,
+                Some("bench-client-0001".to_owned()),
+                &op,
+            )
         })
         .collect()
 }

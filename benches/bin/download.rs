@@ -115,15 +115,17 @@ async fn main() {
         .unwrap_or_default()
         .to_owned();
     let tail: Vec<NewLogEntry> = (2..=51u64)
-        .map(|seq| NewLogEntry {
-            space_id: id.to_owned(),
-            seq,
-            operation_id: format!("drag-{seq}"),
-            client_id: None,
-            op: Operation::new(
-                "updateCard",
-                json!({"operationId": format!("drag-{seq}"), "id": card, "x": seq, "y": 10}),
-            ),
+        .map(|seq| {
+            NewLogEntry::of(
+                id,
+                seq,
+                format!("drag-{seq}"),
+                None,
+                &Operation::new(
+                    "updateCard",
+                    json!({"operationId": format!("drag-{seq}"), "id": card, "x": seq, "y": 10}),
+                ),
+            )
         })
         .collect();
     assert!(store.append(&tail).await.expect("appends").poison.is_none());

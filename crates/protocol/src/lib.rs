@@ -14,7 +14,7 @@ pub use close::CloseCode;
 pub use codec::{DecodeError, EncodeError, Format};
 pub use codes::RejectCode;
 pub use messages::{ClientMessage, Limits, SequencedOperation, ServerError, ServerMessage};
-pub use operation::{Envelope, EnvelopeError, Operation};
+pub use operation::{Envelope, EnvelopeError, OpJson, Operation};
 
 /// The protocol versions this build speaks, oldest first. A client offers the versions it
 /// speaks in `hello`; the server answers with the highest one both sides know.

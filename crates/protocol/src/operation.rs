@@ -107,6 +107,41 @@ impl Operation {
     }
 }
 
+/// An operation as the JSON the log stores (`{"name", "body", "operationId"?}`), made once when
+/// the op is applied: the same text is written to the log and kept in the server's resume
+/// window, where it takes a fifth of the memory of the decoded tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpJson(Arc<str>);
+
+impl OpJson {
+    /// Serialises `op`. An op decoded from a client always serialises (its maps have string
+    /// keys); were one not to, the text is empty and the store refuses it like any bad row.
+    pub fn of(op: &Operation) -> OpJson {
+        thread_local! {
+            /// Serialised into a buffer kept per thread, then copied once to its exact size.
+            static BUFFER: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(Vec::with_capacity(1024));
+        }
+        BUFFER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            let text = match serde_json::to_writer(&mut *buffer, op) {
+                Ok(()) => std::str::from_utf8(buffer).unwrap_or_default(),
+                Err(_) => "",
+            };
+            OpJson(Arc::from(text))
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The operation back from its JSON.
+    pub fn decode(&self) -> Result<Operation, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +211,19 @@ mod tests {
         );
         let op = Operation::new("createCard", json!({"operationId": "o", "spaceId": 1}));
         assert_eq!(op.envelope(), Err(EnvelopeError::InvalidField("spaceId")));
+    }
+
+    #[test]
+    fn an_op_comes_back_from_its_json() {
+        let mut op = Operation::new(
+            "updateCard",
+            json!({"operationId": "o", "id": "c", "x": 1.5}),
+        );
+        let json = OpJson::of(&op);
+        assert_eq!(json.decode().ok(), Some(op.clone()));
+        op.operation_id = Some("top".into());
+        let json = OpJson::of(&op);
+        assert!(json.as_str().contains(r#""operationId":"top""#));
+        assert_eq!(json.decode().ok(), Some(op));
     }
 }

@@ -23,7 +23,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 use spacesync_core::{Outcome, Prior, Rejection, Snapshot, Space};
 use spacesync_protocol::{
-    Operation, RejectCode, Seq, SequencedOperation, ServerError, ServerMessage,
+    OpJson, Operation, RejectCode, Seq, SequencedOperation, ServerError, ServerMessage,
 };
 use spacesync_store::{NewLogEntry, NewQuarantine, PoisonKind, PriorRecord, Store, StoredSnapshot};
 use tokio::sync::mpsc;
@@ -181,8 +181,9 @@ struct Actor {
     waiters: HashMap<String, Waiting>,
     /// Held ops in arrival order, kept so a recovery can apply them again.
     held: IndexMap<String, Operation>,
-    /// Committed ops, newest last, for resuming clients.
-    recent: VecDeque<SequencedOperation>,
+    /// Committed ops, newest last, for resuming clients: the JSON written to the log (a fifth
+    /// of the memory of the decoded op), decoded again only for a resume.
+    recent: VecDeque<(Seq, OpJson)>,
     incoming: Vec<Work>,
     /// Joins to answer after the current cycle, from the committed state.
     joins: Vec<(Arc<Peer>, Option<Seq>)>,
@@ -246,7 +247,12 @@ async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::R
                 shutting_down: false,
                 shared: shared.clone(),
             };
-            actor.remember_recent(loaded.tail);
+            actor.remember_recent(
+                loaded
+                    .tail
+                    .iter()
+                    .map(|logged| (logged.seq, OpJson::of(&logged.op))),
+            );
             if let Err(error) = actor.run().await {
                 actor.fail(&error.to_string());
             }
@@ -463,11 +469,14 @@ impl Actor {
         }
     }
 
-    fn remember_recent(&mut self, tail: Vec<SequencedOperation>) {
-        self.recent.extend(tail);
-        while self.recent.len() > self.shared.config.resume_window {
-            self.recent.pop_front();
-        }
+    /// Keeps committed ops for resumes, newest last, at most `resume_window` of them.
+    fn remember_recent(&mut self, committed: impl IntoIterator<Item = (Seq, OpJson)>) {
+        self.recent.extend(committed);
+        let excess = self
+            .recent
+            .len()
+            .saturating_sub(self.shared.config.resume_window);
+        self.recent.drain(..excess);
     }
 
     fn next_wake(&self) -> Instant {
@@ -536,16 +545,20 @@ impl Actor {
     /// `resume_from_log` of them, else the whole space.
     async fn join(&mut self, peer: Arc<Peer>, since: Option<Seq>) {
         let seq = self.space.seq();
-        let oldest_kept = self.recent.front().map_or(seq + 1, |op| op.seq);
+        let oldest_kept = self.recent.front().map_or(seq + 1, |(seq, _)| *seq);
         let ops = match since {
             Some(since) if since == seq => Some(Vec::new()),
-            Some(since) if since < seq && since + 1 >= oldest_kept => Some(
-                self.recent
-                    .iter()
-                    .filter(|op| op.seq > since)
-                    .cloned()
-                    .collect(),
-            ),
+            // An op that does not decode (it cannot: the server wrote it) sends the whole space.
+            Some(since) if since < seq && since + 1 >= oldest_kept => self
+                .recent
+                .iter()
+                .filter(|(seq, _)| *seq > since)
+                .map(|(seq, json)| {
+                    json.decode()
+                        .ok()
+                        .map(|op| SequencedOperation { seq: *seq, op })
+                })
+                .collect(),
             Some(since) if since < seq && seq - since <= self.shared.config.resume_from_log => {
                 self.ops_from_log(since, seq).await
             }
@@ -804,15 +817,19 @@ impl Actor {
             let entries: Vec<NewLogEntry> = outcomes
                 .iter()
                 .filter_map(|outcome| match outcome {
-                    Outcome::Applied(applied) => Some(NewLogEntry {
-                        space_id: self.id.clone(),
-                        seq: applied.seq,
-                        operation_id: applied.operation_id.clone(),
-                        client_id: self.client_of(&applied.operation_id),
-                        op: applied.op.clone(),
-                    }),
+                    Outcome::Applied(applied) => Some(NewLogEntry::of(
+                        self.id.clone(),
+                        applied.seq,
+                        applied.operation_id.clone(),
+                        self.client_of(&applied.operation_id),
+                        &applied.op,
+                    )),
                     _ => None,
                 })
+                .collect();
+            let mut logged: Vec<(Seq, OpJson)> = entries
+                .iter()
+                .map(|entry| (entry.seq, entry.payload.clone()))
                 .collect();
             let result = match self.shared.committer.commit(entries).await {
                 Some(result) => result,
@@ -820,11 +837,15 @@ impl Actor {
             };
             let poison = match result {
                 CommitResult::Committed => {
+                    self.remember_recent(logged);
                     self.settle(std::mem::take(&mut outcomes)).await;
                     break;
                 }
                 CommitResult::Poison(poison) => poison,
             };
+            // The rows before the refused one committed.
+            logged.truncate(poison.index);
+            self.remember_recent(logged);
 
             // Outcomes before the refused row are durable and answered now.
             let position = outcomes
@@ -1065,14 +1086,15 @@ impl Actor {
                 Outcome::Held { .. } => {}
             }
         }
-        while self.recent.len() > self.shared.config.resume_window {
-            self.recent.pop_front();
-        }
         self.members.retain(|_, member| !member.is_closed());
     }
 
-    /// Sends a committed op to every member but `except` and keeps it for resumes.
+    /// Sends a committed op to every member but `except` (it is already in the resume window).
     fn broadcast(&mut self, seq: Seq, op: Operation, except: &[u64]) {
+        self.committed = seq;
+        if self.members.keys().all(|member| except.contains(member)) {
+            return;
+        }
         let message = ServerMessage::Broadcast {
             space_id: self.id.clone(),
             seq,
@@ -1086,10 +1108,6 @@ impl Actor {
                 self.shared.metrics.broadcasts.inc();
                 member.send_frame(frame);
             }
-        }
-        self.committed = seq;
-        if let ServerMessage::Broadcast { seq, op, .. } = message {
-            self.recent.push_back(SequencedOperation { seq, op });
         }
     }
 
@@ -1203,6 +1221,11 @@ impl Actor {
                 .collect();
             tracing::info!(space_id = %self.id, from = self.committed + 1, to = head, "the log has ops this actor did not write; relaying them");
             if external.len() as u64 == head - self.committed {
+                self.remember_recent(
+                    external
+                        .iter()
+                        .map(|logged| (logged.seq, OpJson::of(&logged.op))),
+                );
                 for op in external {
                     self.broadcast(op.seq, op.op, &[]);
                 }

@@ -619,13 +619,13 @@ async fn release(store: &dyn Store, space: &str, operation_id: &str) -> anyhow::
     match outcome {
         Outcome::Applied(applied) => {
             let outcome = store
-                .append(&[NewLogEntry {
-                    space_id: space.to_owned(),
-                    seq: applied.seq,
-                    operation_id: applied.operation_id.clone(),
-                    client_id: entry.client_id.clone(),
-                    op: applied.op,
-                }])
+                .append(&[NewLogEntry::of(
+                    space,
+                    applied.seq,
+                    applied.operation_id.clone(),
+                    entry.client_id.clone(),
+                    &applied.op,
+                )])
                 .await?;
             if let Some(poison) = outcome.poison {
                 bail!("the store refused the op again: {}", poison.error);

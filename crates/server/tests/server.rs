@@ -354,15 +354,24 @@ async fn a_client_resumes_after_a_disconnect_without_gap_or_duplicate() {
     reader.until(|member| member.seqs.len() == 2).await;
     reader.client.close().await.expect("closes");
 
-    // While it is away: three more ops, within the resume window.
-    writer
-        .submit(vec![card("w3", "c"), card("w4", "d"), card("w5", "e")])
-        .await;
+    // While it is away: three more ops, within the resume window. The server keeps them as
+    // the JSON it logged; they come back exactly as sent (floats, text, nesting, unknown fields).
+    let away = vec![
+        card("w3", "c"),
+        op(
+            "createCard",
+            "w4",
+            json!({"id": "d", "x": 1.5, "y": -2, "name": "ü ✓ \"q\"\n", "extra": {"nested": [1, null, true, 0.1]}}),
+        ),
+        card("w5", "e"),
+    ];
+    writer.submit(away.clone()).await;
     writer.answered(&["w3", "w4", "w5"]).await;
     let mut back = Member::join(&url, Format::MessagePack, "reader", "r", Some(2)).await;
     assert_eq!(back.joined_seq, Some(5));
     assert!(back.snapshot.is_none());
     assert_eq!(back.joined_ops, [3, 4, 5]);
+    assert_eq!(back.joined_with, (3..=5).zip(away).collect::<Vec<_>>());
     // Live ops follow from seq 6.
     writer.submit(vec![card("w6", "f")]).await;
     back.until(|member| member.seqs.len() == 4).await;
@@ -451,7 +460,12 @@ async fn a_poison_op_inside_a_batch_is_quarantined_and_the_others_land() {
         return;
     };
     let store = Arc::new(migrated_store(database.url()).await);
-    let server = start(store, ServerConfig::default()).await;
+    // Resumes from memory only, so the last join below shows what the memory holds.
+    let config = ServerConfig {
+        resume_from_log: 0,
+        ..ServerConfig::default()
+    };
+    let server = start(store, config).await;
     let url = ws_url(&server);
     let mut alice = Member::join(&url, Format::MessagePack, "alice", "p", None).await;
     let mut bob = Member::join(&url, Format::Json, "bob", "p", None).await;
@@ -518,6 +532,19 @@ async fn a_poison_op_inside_a_batch_is_quarantined_and_the_others_land() {
         .map(|(_, _, attempts)| attempts);
     assert_eq!(attempts, Some(2));
     assert_eq!(logged(database.url(), "p").await.len(), 4);
+    // The resume window holds the rows committed before the refused one and those after it.
+    let carol = Member::join(&url, Format::Json, "carol", "p", Some(0)).await;
+    assert!(carol.snapshot.is_none());
+    assert_eq!(carol.joined_ops, [1, 2, 3, 4]);
+    let names: Vec<&str> = carol
+        .joined_with
+        .iter()
+        .map(|(_, op)| op.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["createCard", "createCard", "createConnection", "updateCard"]
+    );
     server.shutdown().await;
 }
 

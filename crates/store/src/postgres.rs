@@ -2,7 +2,7 @@
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
-use spacesync_protocol::{Operation, Seq};
+use spacesync_protocol::{OpJson, Operation, Seq};
 use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
@@ -10,14 +10,38 @@ use tokio_postgres::types::{Json, Type};
 use crate::error::StoreError;
 use crate::migrations::{self, MIGRATION_LOCK_KEY, SchemaStatus};
 
-/// An op to append to the log.
+/// An op to append to the log, already serialised: the server makes an op's JSON once and
+/// keeps the same text for resumes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewLogEntry {
     pub space_id: String,
     pub seq: Seq,
     pub operation_id: String,
     pub client_id: Option<String>,
-    pub op: Operation,
+    /// The op's name (the log's `name` column).
+    pub name: String,
+    /// The whole op as JSON (the log's `payload` column).
+    pub payload: OpJson,
+}
+
+impl NewLogEntry {
+    /// An entry for `op`, serialising it.
+    pub fn of(
+        space_id: impl Into<String>,
+        seq: Seq,
+        operation_id: impl Into<String>,
+        client_id: Option<String>,
+        op: &Operation,
+    ) -> NewLogEntry {
+        NewLogEntry {
+            space_id: space_id.into(),
+            seq,
+            operation_id: operation_id.into(),
+            client_id,
+            name: op.name.clone(),
+            payload: OpJson::of(op),
+        }
+    }
 }
 
 /// An op read back from the log.
@@ -653,7 +677,7 @@ async fn insert_unnest(
 struct Row<'a> {
     entry: &'a NewLogEntry,
     seq: i64,
-    payload: Json<&'a Operation>,
+    payload: RawJson<'a>,
 }
 
 impl<'a> Row<'a> {
@@ -661,7 +685,7 @@ impl<'a> Row<'a> {
         Ok(Row {
             entry,
             seq: seq_to_sql(entry.seq)?,
-            payload: Json(&entry.op),
+            payload: RawJson(entry.payload.as_str()),
         })
     }
 
@@ -671,7 +695,7 @@ impl<'a> Row<'a> {
             &self.seq,
             &self.entry.operation_id,
             &self.entry.client_id,
-            &self.entry.op.name,
+            &self.entry.name,
             &self.payload,
         ]
     }
@@ -716,7 +740,7 @@ struct Columns<'a> {
     operation_ids: Vec<&'a str>,
     client_ids: Vec<Option<&'a str>>,
     names: Vec<&'a str>,
-    payloads: Vec<Json<&'a Operation>>,
+    payloads: Vec<RawJson<'a>>,
 }
 
 impl<'a> Columns<'a> {
@@ -738,8 +762,36 @@ impl<'a> Columns<'a> {
                 .iter()
                 .map(|entry| entry.client_id.as_deref())
                 .collect(),
-            names: entries.iter().map(|entry| entry.op.name.as_str()).collect(),
-            payloads: entries.iter().map(|entry| Json(&entry.op)).collect(),
+            names: entries.iter().map(|entry| entry.name.as_str()).collect(),
+            payloads: entries
+                .iter()
+                .map(|entry| RawJson(entry.payload.as_str()))
+                .collect(),
         })
     }
+}
+
+/// JSON text sent as a `json` or `jsonb` parameter as it is (binary `jsonb` is a version byte,
+/// then the text), where `Json<T>` would serialise a value first.
+#[derive(Debug, Clone, Copy)]
+struct RawJson<'a>(&'a str);
+
+impl tokio_postgres::types::ToSql for RawJson<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }

@@ -282,8 +282,8 @@ fn append(
                 seq,
                 entry.operation_id,
                 entry.client_id,
-                entry.op.name,
-                to_json(&entry.op),
+                entry.name,
+                entry.payload.as_str(),
                 now
             ]);
             if let Err(error) = inserted {

@@ -73,6 +73,8 @@ pub struct Member {
     pub joined_seq: Option<Seq>,
     pub snapshot: Option<Value>,
     pub joined_ops: Vec<Seq>,
+    /// The ops of the last `joined`, as received.
+    pub joined_with: Vec<(Seq, Operation)>,
 }
 
 impl Member {
@@ -98,6 +100,7 @@ impl Member {
             joined_seq: None,
             snapshot: None,
             joined_ops: Vec::new(),
+            joined_with: Vec::new(),
         }
     }
 
@@ -207,6 +210,7 @@ impl Member {
                 self.snapshot = snapshot;
                 self.joined_ops = ops.iter().map(|op| op.seq).collect();
                 self.seqs.extend(ops.iter().map(|op| op.seq));
+                self.joined_with = ops.into_iter().map(|op| (op.seq, op.op)).collect();
             }
             ServerMessage::Error { code, message } => self.errors.push((code, message)),
             ServerMessage::Presence {
