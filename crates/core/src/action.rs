@@ -189,17 +189,11 @@ pub fn parse_enveloped(
 fn actions(op: &Operation, space_id: &str) -> Result<Vec<Action>, ParseError> {
     let name = op.name.as_str();
     if let Some((verb, collection)) = item_op(name) {
-        return each_item(&op.body, |item| {
-            let item = match verb {
-                Verb::Create | Verb::Update => item.clone(),
-                Verb::SoftRemove | Verb::Restore | Verb::TakeOut => id_only(item)?,
-            };
-            item_action(verb, collection, item)
-        });
+        return each_item(&op.body, |item| item_action(verb, collection, item));
     }
     match name {
         "updateTags" | "addTag" => each_item(&op.body, |item| {
-            item_action(Verb::Create, Collection::Tags, item.clone())
+            item_action(Verb::Create, Collection::Tags, item)
         }),
         "createDrawingStroke" => Ok(vec![create_stroke(&op.body)?]),
         "removeDrawingStroke" => Ok(vec![remove_stroke(&op.body)?]),
@@ -207,7 +201,7 @@ fn actions(op: &Operation, space_id: &str) -> Result<Vec<Action>, ParseError> {
         "updateSpace" => {
             let patch = object(&op.body, "updateSpace body")?;
             Ok(vec![Action::UpdateSpace {
-                patch: without(patch.clone(), ENVELOPE_FIELDS),
+                patch: copy_without(patch, ENVELOPE_FIELDS),
             }])
         }
         "createSpace" => Ok(vec![create_space(&op.body, space_id)?]),
@@ -256,24 +250,33 @@ fn item_op(name: &str) -> Option<(Verb, Collection)> {
     }
 }
 
+/// The action for one item of an item op. Creates and updates validate the item where it is
+/// and copy out only the fields they keep; removes, restores and deletes read only its `id`.
 fn item_action(
     verb: Verb,
     collection: Collection,
-    item: Map<String, Value>,
+    item: &Map<String, Value>,
 ) -> Result<Action, ParseError> {
-    validate::item_fields(&item)?;
-    for (field, _, _) in REFERENCE_FIELDS {
-        validate::optional_reference(&item, field)?;
-    }
-    let id = validate::item_id(item.get("id"), "id")?;
+    let id = match verb {
+        Verb::Create | Verb::Update => {
+            validate::item_fields(item)?;
+            for (field, _, _) in REFERENCE_FIELDS {
+                validate::optional_reference(item, field)?;
+            }
+            validate::item_id(item.get("id"), "id")?
+        }
+        Verb::SoftRemove | Verb::Restore | Verb::TakeOut => {
+            validate::item_id(item.get("id"), "id")?
+        }
+    };
     Ok(match verb {
         Verb::Create => Action::Upsert {
             collection,
-            item: without(item, OP_ONLY_FIELDS),
+            item: clone_without(item, OP_ONLY_FIELDS),
         },
         Verb::Update => Action::Merge {
             collection,
-            patch: without(item, ENVELOPE_FIELDS),
+            patch: copy_without(item, ENVELOPE_FIELDS),
         },
         Verb::SoftRemove | Verb::Restore => {
             let mut patch = Map::new();
@@ -301,23 +304,30 @@ fn each_item(
     }
 }
 
-fn id_only(item: &Map<String, Value>) -> Result<Map<String, Value>, ParseError> {
-    let id = validate::item_id(item.get("id"), "id")?;
-    let mut only = Map::new();
-    only.insert("id".into(), Value::String(id));
-    Ok(only)
-}
-
 fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>, ParseError> {
     value
         .as_object()
         .ok_or_else(|| Malformed::new(format!("{what} must be an object")).into())
 }
 
-/// `map` minus `fields`, in place (the item was already copied out of the op once).
-fn without(mut map: Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
-    map.retain(|key, _| !fields.contains(&key.as_str()));
-    map
+/// A copy of `map` minus `fields`, field by field: what is left out is never copied. For an
+/// update's patch (a drag's `id`, `x`, `y` and its envelope) this beats cloning the map and
+/// removing the envelope after; for a created item, usually large, it does not (criterion,
+/// "Apply" in docs/benchmarks.md), so creates use [`clone_without`].
+fn copy_without(map: &Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
+    map.iter()
+        .filter(|(key, _)| !fields.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// A clone of `map` with `fields` removed after.
+fn clone_without(map: &Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
+    let mut copy = map.clone();
+    for field in fields {
+        copy.remove(*field);
+    }
+    copy
 }
 
 /// The stroke of a drawing op: `{stroke: [points]}` as the client sends it, or the array itself.
@@ -374,7 +384,7 @@ fn create_space(body: &Value, space_id: &str) -> Result<Action, ParseError> {
         {
             present_keys.push(key.clone());
             for item in collection_items(value, key)? {
-                match item_action(Verb::Create, collection, item.clone())? {
+                match item_action(Verb::Create, collection, item)? {
                     Action::Upsert { item, .. } => items.push((collection, item)),
                     _ => unreachable_action()?,
                 }
