@@ -3,7 +3,7 @@
 //! the references exist is decided later, against the space.
 
 use serde_json::{Map, Value};
-use spacesync_protocol::{Envelope, EnvelopeError, Operation, RejectCode};
+use spacesync_protocol::{EnvelopeError, Operation, RejectCode};
 
 use crate::collection::{Collection, DRAWING_STROKES_KEY};
 use crate::validate::{self, Malformed};
@@ -102,10 +102,10 @@ impl Action {
     }
 }
 
-/// An operation that parsed: its envelope, its name and the actions it stands for.
+/// An operation that parsed: its id, the op and the actions it stands for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedOp {
-    pub envelope: Envelope,
+    pub operation_id: String,
     pub op: Operation,
     pub actions: Vec<Action>,
 }
@@ -132,9 +132,9 @@ impl From<Malformed> for ParseError {
     }
 }
 
-/// Reads the envelope, mapping its errors to rejection codes.
-pub fn envelope(op: &Operation) -> Result<Envelope, ParseError> {
-    op.envelope().map_err(|error| {
+/// Checks the envelope and reads the op's id, mapping errors to rejection codes.
+pub fn operation_id(op: &Operation) -> Result<String, ParseError> {
+    op.operation_id().map_err(|error| {
         let code = match error {
             EnvelopeError::MissingOperationId | EnvelopeError::InvalidOperationId => {
                 RejectCode::InvalidOperationId
@@ -155,15 +155,15 @@ pub fn is_unsupported(name: &str) -> bool {
 
 /// Parses an op for the space `space_id`.
 pub fn parse(op: &Operation, space_id: &str) -> Result<ParsedOp, ParseError> {
-    let envelope = envelope(op)?;
-    parse_enveloped(op.clone(), envelope, space_id).map_err(|(error, _)| error)
+    let operation_id = operation_id(op)?;
+    parse_enveloped(op.clone(), operation_id, space_id).map_err(|(error, _)| error)
 }
 
-/// [`parse`] for an op whose envelope was already read (`envelope(&op)`): the op moves into the
-/// result instead of being copied, and comes back with the error if it does not parse.
+/// [`parse`] for an op whose envelope was already checked (`operation_id(&op)`): the op moves
+/// into the result instead of being copied, and comes back with the error if it does not parse.
 pub fn parse_enveloped(
     op: Operation,
-    envelope: Envelope,
+    operation_id: String,
     space_id: &str,
 ) -> Result<ParsedOp, (ParseError, Operation)> {
     if is_unsupported(&op.name) {
@@ -178,7 +178,7 @@ pub fn parse_enveloped(
     // server's job. Only a `createSpace` for another space is refused.
     match actions(&op, space_id) {
         Ok(actions) => Ok(ParsedOp {
-            envelope,
+            operation_id,
             op,
             actions,
         }),

@@ -93,7 +93,7 @@ impl Holds {
         }
         self.bytes += held.bytes;
         self.by_operation_id
-            .insert(held.parsed.envelope.operation_id.clone(), arrival);
+            .insert(held.parsed.operation_id.clone(), arrival);
         self.by_arrival.insert(arrival, held);
     }
 
@@ -116,8 +116,7 @@ impl Holds {
     pub fn remove(&mut self, arrival: u64) -> Option<HeldOp> {
         let held = self.by_arrival.remove(&arrival)?;
         self.bytes = self.bytes.saturating_sub(held.bytes);
-        self.by_operation_id
-            .remove(&held.parsed.envelope.operation_id);
+        self.by_operation_id.remove(&held.parsed.operation_id);
         for target in &held.targets {
             if let Some(arrivals) = self.by_target.get_mut(target) {
                 arrivals.remove(&arrival);

@@ -208,15 +208,14 @@ impl Space {
     }
 
     fn submit_into(&mut self, op: Operation, now_ms: u64, outcomes: &mut Vec<Outcome>) {
-        let envelope = match action::envelope(&op) {
-            Ok(envelope) => envelope,
+        let operation_id = match action::operation_id(&op) {
+            Ok(operation_id) => operation_id,
             Err(error) => {
                 outcomes.push(rejected(String::new(), error.code, error.message, op));
                 return;
             }
         };
-        if let Some(prior) = self.seen.get(&envelope.operation_id) {
-            let operation_id = envelope.operation_id;
+        if let Some(prior) = self.seen.get(&operation_id) {
             outcomes.push(match prior {
                 Prior::Accepted(seq) => Outcome::Duplicate { operation_id, seq },
                 Prior::Rejected { code, message } => Outcome::Rejected(Rejection {
@@ -229,20 +228,19 @@ impl Space {
             });
             return;
         }
-        if let Some(arrival) = self.holds.arrival_of(&envelope.operation_id) {
+        if let Some(arrival) = self.holds.arrival_of(&operation_id) {
             let waiting_for = self
                 .holds
                 .get(arrival)
                 .map(|held| held.missing.iter().cloned().collect())
                 .unwrap_or_default();
             outcomes.push(Outcome::Held {
-                operation_id: envelope.operation_id,
+                operation_id,
                 waiting_for,
             });
             return;
         }
-        let operation_id = envelope.operation_id.clone();
-        let parsed = match action::parse_enveloped(op, envelope, &self.id) {
+        let parsed = match action::parse_enveloped(op, operation_id.clone(), &self.id) {
             Ok(parsed) => parsed,
             Err((error, op)) => {
                 let created = created_id_guess(&op);
@@ -325,7 +323,7 @@ impl Space {
         let mut waiting_for: Vec<String> = missing.iter().cloned().collect();
         waiting_for.extend(blocked_on.iter().cloned());
         outcomes.push(Outcome::Held {
-            operation_id: parsed.envelope.operation_id.clone(),
+            operation_id: parsed.operation_id.clone(),
             waiting_for,
         });
         let held = HeldOp {
@@ -351,7 +349,7 @@ impl Space {
         for action in parsed.actions {
             self.state.apply(action);
         }
-        let operation_id = parsed.envelope.operation_id;
+        let operation_id = parsed.operation_id;
         self.seen.insert(&operation_id, Prior::Accepted(self.seq));
         outcomes.push(Outcome::Applied(Applied {
             seq: self.seq,
@@ -480,13 +478,7 @@ impl Space {
             .filter(|id| !self.exists_anywhere(id))
             .map(str::to_owned)
             .collect();
-        self.reject(
-            parsed.envelope.operation_id,
-            code,
-            message,
-            parsed.op,
-            outcomes,
-        );
+        self.reject(parsed.operation_id, code, message, parsed.op, outcomes);
         for id in created {
             self.reject_dependents(&id, outcomes);
         }
@@ -560,8 +552,7 @@ impl Space {
             self.state.apply(action);
         }
         self.seq = seq;
-        self.seen
-            .insert(&parsed.envelope.operation_id, Prior::Accepted(seq));
+        self.seen.insert(&parsed.operation_id, Prior::Accepted(seq));
         Ok(())
     }
 }

@@ -543,10 +543,7 @@ impl LoadClient {
             StepKind::Good => {}
         }
         for op in &step.ops {
-            let id = op
-                .envelope()
-                .map(|envelope| envelope.operation_id)
-                .unwrap_or_default();
+            let id = op.operation_id().unwrap_or_default();
             let pending = Pending::new(op, scheduled, step.kind, &mut self.scratch)?;
             self.pending.insert(id, pending);
         }
@@ -902,11 +899,7 @@ async fn check(
                 ));
                 break;
             }
-            let id = entry
-                .op
-                .envelope()
-                .map(|envelope| envelope.operation_id)
-                .unwrap_or_default();
+            let id = entry.op.operation_id().unwrap_or_default();
             by_id.entry(id).or_default().push(entry.seq);
         }
         if logged.len() as u64 != head {
@@ -954,8 +947,7 @@ async fn check(
                 let ids: Vec<String> = client
                     .poison
                     .iter()
-                    .filter_map(|op| op.envelope().ok())
-                    .map(|envelope| envelope.operation_id)
+                    .filter_map(|op| op.operation_id().ok())
                     .collect();
                 report
                     .poison_ids

@@ -66,17 +66,40 @@ impl Operation {
     /// from next to `name` or, failing that, derived from the op's content: a retry of the same
     /// op then carries the same id, which is what idempotency needs.
     pub fn envelope(&self) -> Result<Envelope, EnvelopeError> {
+        let (operation_id, space_id, user_id) = self.read_envelope()?;
+        Ok(Envelope {
+            operation_id,
+            space_id: space_id.cloned(),
+            user_id: user_id.cloned(),
+            client_created_at: self
+                .body
+                .as_object()
+                .and_then(|body| body.get("clientCreatedAt"))
+                .cloned(),
+        })
+    }
+
+    /// The op's id, with the envelope checked exactly as [`Operation::envelope`] checks it
+    /// (same errors, same order) but without copying the other fields: what the server needs
+    /// for every op.
+    pub fn operation_id(&self) -> Result<String, EnvelopeError> {
+        self.read_envelope()
+            .map(|(operation_id, _, _)| operation_id)
+    }
+
+    /// The checked id, `spaceId` and `userId`, the last two borrowed.
+    fn read_envelope(&self) -> Result<(String, Option<&String>, Option<&String>), EnvelopeError> {
         let body = self.body.as_object();
-        let field = |name: &'static str| -> Result<Option<String>, EnvelopeError> {
+        let field = |name: &'static str| -> Result<Option<&String>, EnvelopeError> {
             match body.and_then(|body| body.get(name)) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::String(value)) => Ok(Some(value.clone())),
+                Some(Value::String(value)) => Ok(Some(value)),
                 Some(_) => Err(EnvelopeError::InvalidField(name)),
             }
         };
         let operation_id = match (&self.operation_id, field("operationId")?) {
             (Some(id), _) => id.clone(),
-            (None, Some(id)) => id,
+            (None, Some(id)) => id.clone(),
             (None, None) if self.body.is_array() => self.content_id(),
             (None, None) => return Err(EnvelopeError::MissingOperationId),
         };
@@ -86,12 +109,7 @@ impl Operation {
         {
             return Err(EnvelopeError::InvalidOperationId);
         }
-        Ok(Envelope {
-            operation_id,
-            space_id: field("spaceId")?,
-            user_id: field("userId")?,
-            client_created_at: body.and_then(|body| body.get("clientCreatedAt")).cloned(),
-        })
+        Ok((operation_id, field("spaceId")?, field("userId")?))
     }
 
     /// A stable id derived from the op's name and body (FNV-1a over the canonical JSON, whose
@@ -150,6 +168,11 @@ mod tests {
     fn check(op: Operation, expected: Result<&str, EnvelopeError>) {
         let got = op.envelope().map(|envelope| envelope.operation_id);
         assert_eq!(got.as_deref().map_err(Clone::clone), expected, "{op:?}");
+        assert_eq!(
+            op.operation_id().as_deref().map_err(Clone::clone),
+            expected,
+            "{op:?}"
+        );
     }
 
     #[test]
@@ -211,6 +234,15 @@ mod tests {
         );
         let op = Operation::new("createCard", json!({"operationId": "o", "spaceId": 1}));
         assert_eq!(op.envelope(), Err(EnvelopeError::InvalidField("spaceId")));
+        assert_eq!(
+            op.operation_id(),
+            Err(EnvelopeError::InvalidField("spaceId"))
+        );
+        let op = Operation::new("createCard", json!({"operationId": "o", "userId": ["u"]}));
+        assert_eq!(
+            op.operation_id(),
+            Err(EnvelopeError::InvalidField("userId"))
+        );
     }
 
     #[test]

@@ -280,10 +280,10 @@ fn refuse(space_id: &str, msg: ActorMsg, reason: &str) {
     match msg {
         ActorMsg::Submit { waiter, ops, .. } => {
             for op in ops {
-                if let Ok(envelope) = op.envelope() {
+                if let Ok(operation_id) = op.operation_id() {
                     waiter.answer(
                         space_id,
-                        &envelope.operation_id,
+                        &operation_id,
                         Answer::Rejected {
                             code: RejectCode::StoreUnavailable,
                             message: format!("the space cannot be loaded right now: {reason}"),
@@ -724,10 +724,7 @@ impl Actor {
                 received,
             }) = work.pop_front()
             {
-                let operation_id = op
-                    .envelope()
-                    .map(|envelope| envelope.operation_id)
-                    .unwrap_or_default();
+                let operation_id = op.operation_id().unwrap_or_default();
                 if !operation_id.is_empty() {
                     if let Some(waiter) = &waiter {
                         // One answer per op id and connection, however often it was sent.

@@ -387,10 +387,7 @@ impl Connection {
                     };
                     if let ActorMsg::Submit { ops, .. } = msg {
                         for op in ops {
-                            let operation_id = op
-                                .envelope()
-                                .map(|envelope| envelope.operation_id)
-                                .unwrap_or_default();
+                            let operation_id = op.operation_id().unwrap_or_default();
                             self.send(&answer_message(
                                 &space_id,
                                 &operation_id,

@@ -229,8 +229,8 @@ pub async fn post_operations(State(shared): State<Arc<Shared>>, request: Request
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         };
-        let operation_id = match operation.envelope() {
-            Ok(envelope) => envelope.operation_id,
+        let operation_id = match operation.operation_id() {
+            Ok(operation_id) => operation_id,
             Err(error) => {
                 items.push(refused(
                     RejectCode::InvalidOperationId.as_str(),
@@ -279,10 +279,10 @@ pub async fn post_operations(State(shared): State<Arc<Shared>>, request: Request
             };
             if let ActorMsg::Submit { ops, .. } = msg {
                 for op in ops {
-                    if let Ok(envelope) = op.envelope() {
+                    if let Ok(operation_id) = op.operation_id() {
                         batch.answer(
                             &space_id,
-                            &envelope.operation_id,
+                            &operation_id,
                             Answer::Rejected {
                                 code,
                                 message: "not applied; resend with backoff".to_owned(),
