@@ -158,6 +158,12 @@ impl OpJson {
     pub fn decode(&self) -> Result<Operation, serde_json::Error> {
         serde_json::from_str(&self.0)
     }
+
+    /// An op's JSON as read back from a log: the op decoded from it, and the text kept as it is.
+    pub fn parse(text: &str) -> Result<(Operation, OpJson), serde_json::Error> {
+        let op = serde_json::from_str(text)?;
+        Ok((op, OpJson(Arc::from(text))))
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +262,12 @@ mod tests {
         op.operation_id = Some("top".into());
         let json = OpJson::of(&op);
         assert!(json.as_str().contains(r#""operationId":"top""#));
-        assert_eq!(json.decode().ok(), Some(op));
+        assert_eq!(json.decode().ok(), Some(op.clone()));
+        // Read back from a log that formats JSON its own way (PostgreSQL's jsonb adds spaces).
+        let spaced = r#"{"body": {"id": "c", "x": 1.5, "operationId": "o"}, "name": "updateCard", "operationId": "top"}"#;
+        let (parsed, kept) = OpJson::parse(spaced).expect("parses");
+        assert_eq!(parsed, op);
+        assert_eq!((kept.as_str(), kept.decode().ok()), (spaced, Some(op)));
+        assert!(OpJson::parse("{\"name\": 1}").is_err());
     }
 }

@@ -25,7 +25,9 @@ use spacesync_core::{Outcome, Prior, Rejection, Snapshot, Space};
 use spacesync_protocol::{
     OpJson, Operation, RejectCode, Seq, SequencedOperation, ServerError, ServerMessage,
 };
-use spacesync_store::{NewLogEntry, NewQuarantine, PoisonKind, PriorRecord, Store, StoredSnapshot};
+use spacesync_store::{
+    LogEntry, NewLogEntry, NewQuarantine, PoisonKind, PriorRecord, Store, StoredSnapshot,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -250,8 +252,8 @@ async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::R
             actor.remember_recent(
                 loaded
                     .tail
-                    .iter()
-                    .map(|logged| (logged.seq, OpJson::of(&logged.op))),
+                    .into_iter()
+                    .map(|logged| (logged.seq, logged.payload)),
             );
             if let Err(error) = actor.run().await {
                 actor.fail(&error.to_string());
@@ -310,7 +312,8 @@ fn refuse(space_id: &str, msg: ActorMsg, reason: &str) {
 pub struct Loaded {
     pub space: Space,
     pub snapshot_seq: Seq,
-    pub tail: Vec<SequencedOperation>,
+    /// The log after the snapshot, each op with the JSON the log holds.
+    pub tail: Vec<LogEntry>,
 }
 
 async fn load_with_retry(
@@ -361,16 +364,12 @@ pub async fn load(
         }
         None => (Space::new(space_id, config), 0),
     };
-    let mut tail = Vec::with_capacity(stored.tail.len());
-    for entry in stored.tail {
+    for entry in &stored.tail {
         space
             .replay(entry.seq, &entry.op)
             .map_err(|error| (error.to_string(), false))?;
-        tail.push(SequencedOperation {
-            seq: entry.seq,
-            op: entry.op,
-        });
     }
+    let tail = stored.tail;
     let quarantined = store
         .quarantine_list(Some(space_id), 100_000)
         .await
@@ -1211,7 +1210,7 @@ impl Actor {
         if head > self.committed {
             // Someone else wrote to the log (an operator releasing a quarantined op): the
             // members get those ops in order, or are told to rejoin when the tail lacks them.
-            let external: Vec<SequencedOperation> = loaded
+            let external: Vec<LogEntry> = loaded
                 .tail
                 .into_iter()
                 .filter(|op| op.seq > self.committed)
@@ -1221,7 +1220,7 @@ impl Actor {
                 self.remember_recent(
                     external
                         .iter()
-                        .map(|logged| (logged.seq, OpJson::of(&logged.op))),
+                        .map(|logged| (logged.seq, logged.payload.clone())),
                 );
                 for op in external {
                     self.broadcast(op.seq, op.op, &[]);

@@ -50,6 +50,26 @@ pub struct LogEntry {
     pub seq: Seq,
     pub operation_id: String,
     pub op: Operation,
+    /// The op's JSON as the log holds it (the server keeps it for resumes).
+    pub payload: OpJson,
+}
+
+impl LogEntry {
+    /// An entry from a log row, decoding its payload text.
+    pub(crate) fn from_row(
+        seq: Seq,
+        operation_id: String,
+        payload: &str,
+    ) -> Result<LogEntry, StoreError> {
+        let (op, payload) = OpJson::parse(payload)
+            .map_err(|error| StoreError::Corrupt(format!("op_log payload: {error}")))?;
+        Ok(LogEntry {
+            seq,
+            operation_id,
+            op,
+            payload,
+        })
+    }
 }
 
 /// A stored snapshot: the encoded space at `seq`.
@@ -404,14 +424,8 @@ impl PgStore {
             .await?;
         rows.iter()
             .map(|row| {
-                let Json(payload): Json<Value> = row.get(2);
-                let op: Operation = serde_json::from_value(payload)
-                    .map_err(|error| StoreError::Corrupt(format!("op_log payload: {error}")))?;
-                Ok(LogEntry {
-                    seq: seq_from_sql(row.get(0)),
-                    operation_id: row.get(1),
-                    op,
-                })
+                let RawJson(payload) = row.try_get(2)?;
+                LogEntry::from_row(seq_from_sql(row.get(0)), row.get(1), payload)
             })
             .collect()
     }
@@ -771,10 +785,29 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// JSON text sent as a `json` or `jsonb` parameter as it is (binary `jsonb` is a version byte,
-/// then the text), where `Json<T>` would serialise a value first.
+/// JSON text sent as a `json` or `jsonb` parameter, or read from such a column, as it is
+/// (binary `jsonb` is a version byte, then the text), where `Json<T>` would serialise or build a
+/// value.
 #[derive(Debug, Clone, Copy)]
 struct RawJson<'a>(&'a str);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawJson<'a> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<RawJson<'a>, Box<dyn std::error::Error + Sync + Send>> {
+        let text = match (*ty == Type::JSONB, raw.split_first()) {
+            (false, _) => raw,
+            (true, Some((1, text))) => text,
+            (true, _) => return Err("unsupported jsonb version".into()),
+        };
+        Ok(RawJson(std::str::from_utf8(text)?))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
+}
 
 impl tokio_postgres::types::ToSql for RawJson<'_> {
     fn to_sql(

@@ -68,11 +68,6 @@ fn to_json(op: &Operation) -> String {
     serde_json::to_string(op).unwrap_or_else(|_| "null".to_owned())
 }
 
-fn op_from_json(text: &str) -> Result<Operation, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|error| StoreError::Corrupt(format!("op_log payload: {error}")))
-}
-
 impl SqliteStore {
     /// Opens (creating it if needed) the store in `dir`. Nothing is migrated here.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
@@ -331,11 +326,7 @@ fn log_after(
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
         .map(|(seq, operation_id, payload)| {
-            Ok(LogEntry {
-                seq: seq_from_sql(seq),
-                operation_id,
-                op: op_from_json(&payload)?,
-            })
+            LogEntry::from_row(seq_from_sql(seq), operation_id, &payload)
         })
         .collect()
 }

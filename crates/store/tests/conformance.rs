@@ -129,6 +129,11 @@ async fn appends_in_order_and_reads_back(fixture: Fixture) {
         batch[2].payload.decode().ok().as_ref(),
         "the op comes back exactly"
     );
+    // With the log's own text of it, which decodes to the same op.
+    assert_eq!(
+        loaded.tail[2].payload.decode().ok().as_ref(),
+        Some(&loaded.tail[2].op)
+    );
     assert_eq!(loaded.tail[2].operation_id, "op3");
     assert_eq!(
         seqs(&store.log_after("s1", 3, None).await.expect("reads")),
