@@ -40,6 +40,10 @@ bench-load-private-pg:
 bench-download:
     cargo run --release -p spacesync-benches --bin download
 
+# Reading a 999-op log tail (the part of a cold load that grows with the ops since a snapshot).
+bench-tail:
+    cargo run --release -p spacesync-benches --bin tail
+
 # 10,000 idle connections and server memory per connection.
 bench-idle:
     cargo build --release --bin spacesync -p spacesync-server
