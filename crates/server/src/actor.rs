@@ -183,8 +183,8 @@ struct Actor {
     waiters: HashMap<String, Waiting>,
     /// Held ops in arrival order, kept so a recovery can apply them again.
     held: IndexMap<String, Operation>,
-    /// Committed ops, newest last, for resuming clients: the JSON written to the log (a fifth
-    /// of the memory of the decoded op), decoded again only for a resume.
+    /// Committed ops, newest last, for resuming clients: the JSON written to the log (several
+    /// times smaller than the decoded op), decoded again only for a resume.
     recent: VecDeque<(Seq, OpJson)>,
     incoming: Vec<Work>,
     /// Joins to answer after the current cycle, from the committed state.

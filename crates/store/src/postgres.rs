@@ -424,7 +424,10 @@ impl PgStore {
             .await?;
         rows.iter()
             .map(|row| {
-                let RawJson(payload) = row.try_get(2)?;
+                // A payload that is not JSON text is a corrupt row, not a database fault to retry.
+                let RawJson(payload) = row
+                    .try_get(2)
+                    .map_err(|error| StoreError::Corrupt(format!("op_log payload: {error}")))?;
                 LogEntry::from_row(seq_from_sql(row.get(0)), row.get(1), payload)
             })
             .collect()

@@ -286,3 +286,35 @@ async fn the_writer_has_connections_of_its_own() {
     let logged = store.log_after("s", 0, None).await.expect("reads");
     assert_eq!(logged.len(), 3);
 }
+
+#[tokio::test]
+async fn a_log_row_that_is_not_an_op_is_corrupt_not_transient() {
+    let Some(database) = TestDatabase::create("store_corrupt_row").await else {
+        return;
+    };
+    let store = store(&database).await;
+    store
+        .append(&[entry("s", 1, "good", json!({"id": "a"}))])
+        .await
+        .expect("appends");
+    // Written behind the store's back: valid JSON, but no op (`name` must be a string).
+    let (admin, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    admin
+        .execute(
+            "INSERT INTO op_log (space_id, seq, operation_id, name, payload) \
+             VALUES ('s', 2, 'bad', 'createCard', '{\"name\": 1, \"body\": {}}')",
+            &[],
+        )
+        .await
+        .expect("inserts");
+    let error = store
+        .load("s")
+        .await
+        .expect_err("a corrupt row fails the load");
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    assert!(!error.is_transient(), "{error}");
+    assert!(error.to_string().contains("op_log payload"), "{error}");
+}
