@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::actor::{ActorMsg, Answer, Waiter, answer_message};
-use crate::peer::{Outbound, Peer, encode};
+use crate::peer::{Outbound, Peer, encode, signal};
 use crate::shared::{DispatchError, Shared};
 
 /// Most queued frames written together before a flush.
@@ -173,44 +173,49 @@ impl Connection {
             peer: peer.clone(),
             joined: HashSet::new(),
         };
+        let _registration = shared.register_peer(&peer);
         let mut ping = tokio::time::interval(shared.config.ping_interval);
         ping.tick().await;
         let mut last_heard = Instant::now();
         let mut reading = true;
-        // The futures a connection waits on besides its socket and queue live for the whole
-        // loop: made anew on every pass they cost a lock and a waiter list entry each (a
-        // timer wheel entry for the deadline), twice per op, on the runtime's two cores.
-        let killed = peer.killed();
-        let closing = shared.closing.cancelled();
-        let stopped_reading = shared.stop_reading.cancelled();
-        // Armed for the idle timeout from the last message heard; it is moved on only when it
-        // fires (a busy connection hears many messages per timeout, and moving a timer locks
-        // the wheel).
+        // The signal bits handled so far (a kill, the server's shutdown steps).
+        let mut seen = 0;
+        // Armed for the idle timeout from the last message heard; it lives for the whole loop
+        // (made anew on every pass it would cost a timer wheel entry, twice per op) and is
+        // moved on only when it fires (a busy connection hears many messages per timeout, and
+        // moving a timer locks the wheel).
         let idle = tokio::time::sleep_until(last_heard + shared.config.idle_timeout);
-        tokio::pin!(killed, closing, stopped_reading, idle);
+        tokio::pin!(idle);
         let reason = loop {
             tokio::select! {
                 biased;
-                () = &mut killed => {
-                    let code = CloseCode::ALL
-                        .iter()
-                        .copied()
-                        .find(|code| code.code() == peer.kill_code())
-                        .unwrap_or(CloseCode::InternalError);
-                    let _ = socket.send(close(code)).await;
-                    break if code == CloseCode::SlowConsumer { "slow_consumer" } else { "killed" };
-                }
-                () = &mut closing => {
-                    // Every actor has flushed: send what is queued, then 1001.
-                    while let Ok(outbound) = rx.try_recv() {
-                        if let Outbound::Frame(frame) = outbound
-                            && socket.send(frame).await.is_err()
-                        {
-                            break;
-                        }
+                raised = std::future::poll_fn(|cx| peer.poll_signals(seen, cx)) => {
+                    let new = raised & !seen;
+                    seen = raised;
+                    if new & signal::KILLED != 0 {
+                        let code = CloseCode::ALL
+                            .iter()
+                            .copied()
+                            .find(|code| code.code() == peer.kill_code())
+                            .unwrap_or(CloseCode::InternalError);
+                        let _ = socket.send(close(code)).await;
+                        break if code == CloseCode::SlowConsumer { "slow_consumer" } else { "killed" };
                     }
-                    let _ = socket.send(close(CloseCode::GoingAway)).await;
-                    break "shutdown";
+                    if new & signal::CLOSING != 0 {
+                        // Every actor has flushed: send what is queued, then 1001.
+                        while let Ok(outbound) = rx.try_recv() {
+                            if let Outbound::Frame(frame) = outbound
+                                && socket.send(frame).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        let _ = socket.send(close(CloseCode::GoingAway)).await;
+                        break "shutdown";
+                    }
+                    if new & signal::STOP_READING != 0 {
+                        reading = false;
+                    }
                 }
                 outbound = rx.recv() => match outbound {
                     Some(Outbound::Frame(frame)) => {
@@ -248,9 +253,6 @@ impl Connection {
                     }
                     None => break "gone",
                 },
-                () = &mut stopped_reading, if reading => {
-                    reading = false;
-                }
                 _ = ping.tick() => {
                     if socket.send(Message::Ping(Default::default())).await.is_err() {
                         break "gone";

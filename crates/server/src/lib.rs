@@ -106,7 +106,7 @@ impl Server {
     pub async fn shutdown(self) -> ShutdownReport {
         let timeout = self.shared.config.shutdown_timeout;
         self.stop_accepting.cancel();
-        self.shared.stop_reading.cancel();
+        self.shared.stop_reading();
         self.shared.actors.close();
         let actors_flushed = tokio::time::timeout(timeout, self.shared.actors.wait())
             .await
@@ -117,7 +117,7 @@ impl Server {
                 "shutdown timed out waiting for spaces to flush; their unacknowledged ops were not applied"
             );
         }
-        self.shared.closing.cancel();
+        self.shared.close_connections();
         self.shared.connections.close();
         let connections_closed = tokio::time::timeout(timeout, self.shared.connections.wait())
             .await

@@ -1,8 +1,8 @@
 //! State shared by every task of one server: settings, store, the registry of space actors,
 //! the committer, metrics and the shutdown signals.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -15,6 +15,7 @@ use crate::actor::{self, ActorMsg};
 use crate::committer::Committer;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::peer::{Peer, signal};
 
 /// A running actor's mailbox. `generation` tells an actor's entry from a later one of the
 /// same space, so an actor that unloads removes only its own entry.
@@ -45,10 +46,15 @@ pub struct Shared {
     pub actors: TaskTracker,
     /// Connections, awaited on shutdown.
     pub connections: TaskTracker,
-    /// Cancelled first on shutdown: connections stop reading, no new actors start.
+    /// Cancelled first on shutdown ([`Shared::stop_reading`]): connections stop reading, no
+    /// new actors start.
     pub stop_reading: CancellationToken,
-    /// Cancelled after every actor flushed: connections send what is queued, then close 1001.
+    /// Cancelled after every actor flushed ([`Shared::close_connections`]): connections send
+    /// what is queued, then close 1001.
     pub closing: CancellationToken,
+    /// Every connection past its hello, told of the two steps above by its own signal bits
+    /// (see [`Peer`]), which cost it less to watch than the shared tokens.
+    peers: DashMap<u64, Weak<Peer>>,
     /// The zero of the milliseconds passed to the core.
     pub clock: Instant,
     pub open_connections: AtomicUsize,
@@ -76,10 +82,53 @@ impl Shared {
             connections: TaskTracker::new(),
             stop_reading: CancellationToken::new(),
             closing: CancellationToken::new(),
+            peers: DashMap::new(),
             clock: Instant::now(),
             open_connections: AtomicUsize::new(0),
             snapshot_slots: tokio::sync::Semaphore::new(2),
             next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Registers a connection for the shutdown signals until the returned guard is dropped.
+    /// A connection that registers after a step began is told of it at once.
+    pub fn register_peer(self: &Arc<Self>, peer: &Arc<Peer>) -> PeerRegistration {
+        self.peers.insert(peer.id, Arc::downgrade(peer));
+        // After the insert: a step that began before it did not see this peer (the map's lock
+        // orders the two), so its token is already cancelled here.
+        let mut bits = 0;
+        if self.stop_reading.is_cancelled() {
+            bits |= signal::STOP_READING;
+        }
+        if self.closing.is_cancelled() {
+            bits |= signal::CLOSING;
+        }
+        if bits != 0 {
+            peer.raise(bits);
+        }
+        PeerRegistration {
+            shared: self.clone(),
+            peer_id: peer.id,
+        }
+    }
+
+    /// Shutdown, first step: connections stop reading and no new actors start.
+    pub fn stop_reading(&self) {
+        self.stop_reading.cancel();
+        self.raise_all(signal::STOP_READING);
+    }
+
+    /// Shutdown, after every actor flushed: connections send what is queued and close 1001.
+    pub fn close_connections(&self) {
+        self.closing.cancel();
+        self.raise_all(signal::CLOSING);
+    }
+
+    fn raise_all(&self, bits: u8) {
+        for entry in &self.peers {
+            if let Some(peer) = entry.value().upgrade() {
+                peer.raise(bits);
+            }
         }
     }
 
@@ -135,5 +184,62 @@ impl Shared {
     pub fn unregister(&self, space_id: &str, generation: u64) {
         self.registry
             .remove_if(space_id, |_, entry| entry.generation == generation);
+    }
+}
+
+/// A connection's place in [`Shared`]'s registry, removed when dropped.
+#[derive(Debug)]
+pub struct PeerRegistration {
+    shared: Arc<Shared>,
+    peer_id: u64,
+}
+
+impl Drop for PeerRegistration {
+    fn drop(&mut self) {
+        self.shared.peers.remove(&self.peer_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spacesync_protocol::Format;
+    use spacesync_store::SqliteStore;
+
+    use super::*;
+
+    fn peer(shared: &Shared) -> (Arc<Peer>, mpsc::Receiver<crate::peer::Outbound>) {
+        let (tx, rx) = mpsc::channel(1);
+        let peer = Peer::new(shared.next_id(), "client".to_owned(), Format::Json, tx);
+        (Arc::new(peer), rx)
+    }
+
+    async fn raised(peer: &Peer) -> u8 {
+        std::future::poll_fn(|cx| peer.poll_signals(0, cx)).await
+    }
+
+    #[tokio::test]
+    async fn connections_hear_each_shutdown_step_whenever_they_registered() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let shared = Arc::new(Shared::new(ServerConfig::default(), store));
+        let (early, _early_rx) = peer(&shared);
+        let early_registration = shared.register_peer(&early);
+
+        shared.stop_reading();
+        assert_eq!(raised(&early).await, signal::STOP_READING);
+        // One that registers after the step began hears it at once.
+        let (late, _late_rx) = peer(&shared);
+        let _late_registration = shared.register_peer(&late);
+        assert_eq!(raised(&late).await, signal::STOP_READING);
+
+        // A connection that ended is no longer told anything.
+        drop(early_registration);
+        shared.close_connections();
+        assert_eq!(raised(&late).await, signal::STOP_READING | signal::CLOSING);
+        assert_eq!(raised(&early).await, signal::STOP_READING);
+        assert!(
+            !late.is_closed() && !early.is_closed(),
+            "shutdown kills no one"
+        );
     }
 }
