@@ -3,7 +3,7 @@
 //! whose queue fills up is closed with 4001; one that stays silent past the idle timeout is
 //! closed with 4002. Nothing a client sends can end anything but its own connection.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::actor::{ActorMsg, Answer, Waiter, answer_message};
 use crate::peer::{Outbound, Peer, encode, signal};
-use crate::shared::{DispatchError, Shared};
+use crate::shared::{ActorHandle, DispatchError, Shared};
 
 /// Most queued frames written together before a flush.
 const MAX_BURST: usize = 64;
@@ -71,7 +71,8 @@ fn decode(
 struct Connection {
     shared: Arc<Shared>,
     peer: Arc<Peer>,
-    joined: HashSet<String>,
+    /// The spaces joined, each with the mailbox of its actor as last used.
+    joined: HashMap<String, Option<ActorHandle>>,
 }
 
 impl Connection {
@@ -171,7 +172,7 @@ impl Connection {
         let mut connection = Connection {
             shared: shared.clone(),
             peer: peer.clone(),
-            joined: HashSet::new(),
+            joined: HashMap::new(),
         };
         let _registration = shared.register_peer(&peer);
         let mut ping = tokio::time::interval(shared.config.ping_interval);
@@ -331,9 +332,10 @@ impl Connection {
                     peer: self.peer.clone(),
                     since,
                 };
-                match self.shared.dispatch(&space_id, msg) {
+                let mut cached = self.joined.get(&space_id).cloned().flatten();
+                match self.shared.dispatch_cached(&space_id, &mut cached, msg) {
                     Ok(()) => {
-                        self.joined.insert(space_id);
+                        self.joined.insert(space_id, cached);
                     }
                     Err(_) => self.error(
                         ServerError::SpaceUnavailable,
@@ -344,7 +346,7 @@ impl Connection {
                 }
             }
             ClientMessage::Leave { space_id } => {
-                if self.joined.remove(&space_id) {
+                if self.joined.remove(&space_id).is_some() {
                     self.shared.notify(
                         &space_id,
                         ActorMsg::Leave {
@@ -355,14 +357,15 @@ impl Connection {
                 self.send(&ServerMessage::Left { space_id });
             }
             ClientMessage::Submit { space_id, ops } => {
-                if !self.joined.contains(&space_id) {
+                let too_many = ops.len() > self.shared.config.max_ops_per_batch;
+                let Some(cached) = self.joined.get_mut(&space_id) else {
                     self.error(
                         ServerError::NotJoined,
                         format!("submit to {} before joining it", shorten(&space_id)),
                     );
                     return;
-                }
-                if ops.len() > self.shared.config.max_ops_per_batch {
+                };
+                if too_many {
                     self.error(
                         ServerError::TooLarge,
                         format!(
@@ -382,7 +385,7 @@ impl Connection {
                     ops,
                     received: Instant::now(),
                 };
-                if let Err(error) = self.shared.dispatch(&space_id, msg) {
+                if let Err(error) = self.shared.dispatch_cached(&space_id, cached, msg) {
                     let (code, msg) = match error {
                         DispatchError::Overloaded(msg) => (RejectCode::Overloaded, msg),
                         DispatchError::ShuttingDown(msg) => (RejectCode::ShuttingDown, msg),
@@ -403,7 +406,7 @@ impl Connection {
                 }
             }
             ClientMessage::Presence { space_id, data } => {
-                if !self.joined.contains(&space_id) {
+                if !self.joined.contains_key(&space_id) {
                     self.error(
                         ServerError::NotJoined,
                         format!("presence for {} before joining it", shorten(&space_id)),
@@ -432,7 +435,7 @@ impl Connection {
     }
 
     fn leave_all(&mut self) {
-        for space_id in std::mem::take(&mut self.joined) {
+        for space_id in std::mem::take(&mut self.joined).into_keys() {
             self.shared.notify(
                 &space_id,
                 ActorMsg::Leave {

@@ -143,22 +143,49 @@ impl Shared {
     }
 
     /// Hands a message to the actor of `space_id`, starting (loading) the actor if none runs.
-    pub fn dispatch(
+    pub fn dispatch(self: &Arc<Self>, space_id: &str, msg: ActorMsg) -> Result<(), DispatchError> {
+        self.dispatch_cached(space_id, &mut None, msg)
+    }
+
+    /// [`Shared::dispatch`] through the mailbox a connection kept for a space it joined:
+    /// `cached` is tried first and replaced when its actor has ended (unloaded, failed, or
+    /// stopped), so a busy connection neither looks the space up in the registry nor copies
+    /// its id for every submit.
+    pub fn dispatch_cached(
         self: &Arc<Self>,
         space_id: &str,
+        cached: &mut Option<ActorHandle>,
         mut msg: ActorMsg,
     ) -> Result<(), DispatchError> {
+        if let Some(handle) = cached.as_ref() {
+            match handle.tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(returned)) => {
+                    return Err(DispatchError::Overloaded(returned));
+                }
+                Err(mpsc::error::TrySendError::Closed(returned)) => {
+                    *cached = None;
+                    msg = returned;
+                }
+            }
+        }
         loop {
             if self.stop_reading.is_cancelled() && !self.registry.contains_key(space_id) {
                 return Err(DispatchError::ShuttingDown(msg));
             }
-            let handle = self
-                .registry
-                .entry(space_id.to_owned())
-                .or_insert_with(|| actor::spawn(self.clone(), space_id.to_owned()))
-                .clone();
+            let handle = match self.registry.get(space_id) {
+                Some(entry) => entry.clone(),
+                None => self
+                    .registry
+                    .entry(space_id.to_owned())
+                    .or_insert_with(|| actor::spawn(self.clone(), space_id.to_owned()))
+                    .clone(),
+            };
             match handle.tx.try_send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    *cached = Some(handle);
+                    return Ok(());
+                }
                 Err(mpsc::error::TrySendError::Full(returned)) => {
                     return Err(DispatchError::Overloaded(returned));
                 }
@@ -240,6 +267,37 @@ mod tests {
         assert!(
             !late.is_closed() && !early.is_closed(),
             "shutdown kills no one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kept_mailbox_whose_actor_ended_is_replaced_by_a_fresh_actor() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("store");
+        store.migrate().await.expect("schema");
+        let shared = Arc::new(Shared::new(ServerConfig::default(), Arc::new(store)));
+        let mut cached = None;
+        shared
+            .dispatch_cached("space-a", &mut cached, ActorMsg::Shutdown)
+            .expect("dispatched");
+        let first = cached.clone().expect("the mailbox is kept");
+        tokio::time::timeout(std::time::Duration::from_secs(10), first.tx.closed())
+            .await
+            .expect("the actor stops");
+
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        shared
+            .dispatch_cached("space-a", &mut cached, ActorMsg::Download { reply })
+            .expect("dispatched to a fresh actor");
+        let second = cached.expect("the new mailbox is kept");
+        assert_ne!(second.generation, first.generation);
+        let download = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+            .await
+            .expect("answered")
+            .expect("not dropped");
+        assert!(
+            matches!(download, Ok(None)),
+            "an empty space has nothing to download"
         );
     }
 }
