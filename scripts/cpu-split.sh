@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${SPACESYNC_BIN:-target/release/spacesync}"  # SPACESYNC_BIN: another build, for A/B runs
+read -r -a server_args <<< "${SERVER_ARGS:-}"     # SERVER_ARGS: more `serve` flags, for A/B runs
 db="spacesync_cpu_$$"
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
 log=$(mktemp)
-RUST_LOG=warn "$bin" serve --listen 127.0.0.1:0 --migrate --database-url "host=127.0.0.1 user=postgres dbname=$db" 2> "$log" &
+RUST_LOG=warn "$bin" serve --listen 127.0.0.1:0 --migrate --database-url "host=127.0.0.1 user=postgres dbname=$db" "${server_args[@]}" 2> "$log" &
 server=$!
 for _ in $(seq 1 100); do grep -q "serving on" "$log" && break; sleep 0.1; done
 ws=$(grep -o 'ws://[^ ]*' "$log" | head -1)
