@@ -59,6 +59,41 @@ async fn index_count(store_url: &str) -> i64 {
 }
 
 #[tokio::test]
+async fn sessions_flush_their_writes_early_unless_the_url_says_otherwise() {
+    let Some(database) = TestDatabase::create("session_options").await else {
+        return;
+    };
+    let store = PgStore::connect(database.url(), 1).expect("pool");
+    assert_eq!(
+        store
+            .session_setting("backend_flush_after")
+            .await
+            .expect("shows"),
+        "256kB"
+    );
+    // The URL's own options come after the server's and win; other options are kept.
+    let url = format!(
+        "{} options='-c backend_flush_after=0 -c application_name=mine'",
+        database.url()
+    );
+    let store = PgStore::connect(&url, 1).expect("pool");
+    assert_eq!(
+        store
+            .session_setting("backend_flush_after")
+            .await
+            .expect("shows"),
+        "0"
+    );
+    assert_eq!(
+        store
+            .session_setting("application_name")
+            .await
+            .expect("shows"),
+        "mine"
+    );
+}
+
+#[tokio::test]
 async fn migrating_is_idempotent_and_never_adds_indexes() {
     let Some(database) = TestDatabase::create("migrate").await else {
         return;
