@@ -75,3 +75,8 @@ bench-peer:
 # they stall (the floor under any durable ack's p99; docs/benchmarks.md).
 bench-disk:
     python3 scripts/fsync-probe.py --dir "$(dirname "$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW data_directory')")" --seconds 20
+
+# Slow acks, commit waits and commits of a running server, per quarter second, for a minute
+# (which side a latency spike is on; docs/operations.md, "Acks are slow").
+ack-watch url="http://127.0.0.1:8080/metrics":
+    python3 scripts/ack-watch.py {{url}} --seconds 60
