@@ -64,7 +64,10 @@ def main():
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=0.25)
     args = parser.parse_args()
-    before = scrape(args.url)
+    try:
+        before = scrape(args.url)
+    except OSError as error:
+        sys.exit(f"cannot read {args.url}: {error}")
     start = time.monotonic()
     intervals = slow_intervals = 0
     totals = {label: [0, 0, 0] for label, _ in HISTOGRAMS}
