@@ -1,6 +1,6 @@
 //! The PostgreSQL store: a deadpool pool of tokio-postgres connections.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
 use spacesync_protocol::{OpJson, Operation, Seq};
 use tokio_postgres::NoTls;
@@ -177,16 +177,20 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// Settings of the server's own database sessions.
+/// A setting of the server's own database sessions, made on each new connection (`SET`)
+/// unless the database URL's `options` set `backend_flush_after` themselves.
 ///
 /// `backend_flush_after`: once a session has written 256 kB of data pages (the log's heap and
 /// index pages it evicts from a full `shared_buffers`), PostgreSQL asks the kernel to write
 /// them out. PostgreSQL's default leaves a session's writes to the kernel, which keeps them
 /// for 30 s and then writes them in one burst, and every commit's WAL flush waits behind that
-/// burst: at half of peak on the test VM, 200–380 MB at a time and a 120–135 ms stall of every
-/// ack. With it: at most ~128 MB dirty, slow acks (over 32 ms) cut by 40–75%
+/// burst: at half of peak on the test VM, 350–380 MB at a time and a 96–135 ms stall of every
+/// ack. With it: 128–233 MB dirty at most, slow acks (over 32 ms) cut by ~40%
 /// (docs/benchmarks.md, "What the tail is made of").
-pub const SESSION_OPTIONS: &str = "-c backend_flush_after=256kB";
+///
+/// A `SET`, not a startup option: a database or a pooler that does not know the setting
+/// refuses only the `SET`, which is logged, and the connection is used as it is.
+pub const SESSION_SETTING: &str = "SET backend_flush_after = '256kB'";
 
 const INSERT_BATCH: &str = "INSERT INTO op_log (space_id, seq, operation_id, client_id, name, payload) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[])";
@@ -196,17 +200,11 @@ const INSERT_ONE: &str = "INSERT INTO op_log (space_id, seq, operation_id, clien
 impl PgStore {
     /// A pool for `url` (a libpq URL or key=value string). Connections open lazily.
     ///
-    /// Every connection starts with [`SESSION_OPTIONS`], before any `options` the URL gives
-    /// (the later setting of a name wins, so the URL can override them).
+    /// Each new connection gets [`SESSION_SETTING`] unless the URL's `options` set it.
     pub fn connect(url: &str, max_connections: usize) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = url
+        let config: tokio_postgres::Config = url
             .parse()
             .map_err(|error: tokio_postgres::Error| StoreError::Config(error.to_string()))?;
-        let options = match config.get_options() {
-            Some(given) if !given.trim().is_empty() => format!("{SESSION_OPTIONS} {given}"),
-            _ => SESSION_OPTIONS.to_owned(),
-        };
-        config.options(options);
         Ok(PgStore {
             pool: pool(&config, max_connections)?,
             config,
@@ -235,8 +233,8 @@ impl PgStore {
         format!("PostgreSQL database {dbname} on {host}:{port}")
     }
 
-    /// The value of a setting in the store's own sessions (`SHOW name`), for checking what
-    /// [`SESSION_OPTIONS`] and the URL's `options` gave them.
+    /// The value of a setting in the store's own sessions, for checking what
+    /// [`SESSION_SETTING`] and the URL's `options` gave them.
     pub async fn session_setting(&self, name: &str) -> Result<String, StoreError> {
         let client = self.pool.get().await?;
         let row = client
@@ -664,8 +662,21 @@ fn pool(config: &tokio_postgres::Config, max_connections: usize) -> Result<Pool,
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
-        .max_size(max_connections.max(1))
+    let mut builder = Pool::builder(manager).max_size(max_connections.max(1));
+    let url_sets_it = config
+        .get_options()
+        .is_some_and(|options| options.contains("backend_flush_after"));
+    if !url_sets_it {
+        builder = builder.post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                if let Err(error) = client.batch_execute(SESSION_SETTING).await {
+                    tracing::warn!(%error, setting = SESSION_SETTING, "the database refused a session setting; going on without it");
+                }
+                Ok(())
+            })
+        }));
+    }
+    builder
         .build()
         .map_err(|error| StoreError::Config(error.to_string()))
 }

@@ -71,7 +71,7 @@ async fn sessions_flush_their_writes_early_unless_the_url_says_otherwise() {
             .expect("shows"),
         "256kB"
     );
-    // The URL's own options come after the server's and win; other options are kept.
+    // A URL whose options set it keeps its own value; its other options apply too.
     let url = format!(
         "{} options='-c backend_flush_after=0 -c application_name=mine'",
         database.url()
