@@ -655,6 +655,16 @@ fn quarantine_entry(row: &tokio_postgres::Row) -> QuarantineEntry {
 }
 
 fn pool(config: &tokio_postgres::Config, max_connections: usize) -> Result<Pool, StoreError> {
+    pool_with(config, max_connections, SESSION_SETTING)
+}
+
+/// [`pool`] with the statement each new connection runs first (a test passes one the database
+/// refuses).
+fn pool_with(
+    config: &tokio_postgres::Config,
+    max_connections: usize,
+    setting: &'static str,
+) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(
         config.clone(),
         NoTls,
@@ -667,10 +677,10 @@ fn pool(config: &tokio_postgres::Config, max_connections: usize) -> Result<Pool,
         .get_options()
         .is_some_and(|options| options.contains("backend_flush_after"));
     if !url_sets_it {
-        builder = builder.post_create(Hook::async_fn(|client, _| {
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
             Box::pin(async move {
-                if let Err(error) = client.batch_execute(SESSION_SETTING).await {
-                    tracing::warn!(%error, setting = SESSION_SETTING, "the database refused a session setting; going on without it");
+                if let Err(error) = client.batch_execute(setting).await {
+                    tracing::warn!(%error, setting, "the database refused a session setting; going on without it");
                 }
                 Ok(())
             })
@@ -870,4 +880,24 @@ impl tokio_postgres::types::ToSql for RawJson<'_> {
     }
 
     tokio_postgres::types::to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use spacesync_testkit::TestDatabase;
+
+    use super::pool_with;
+
+    #[tokio::test]
+    async fn a_session_setting_the_database_refuses_leaves_the_connection_usable() {
+        let Some(database) = TestDatabase::create("refused_setting").await else {
+            return;
+        };
+        let config: tokio_postgres::Config = database.url().parse().expect("url");
+        // What a database or pooler that does not know the setting answers: an error.
+        let pool = pool_with(&config, 1, "SET no_such_setting = 1").expect("pool");
+        let client = pool.get().await.expect("the connection is kept");
+        let row = client.query_one("SELECT 1", &[]).await.expect("usable");
+        assert_eq!(row.get::<_, i32>(0), 1);
+    }
 }
