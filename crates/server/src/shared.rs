@@ -157,29 +157,22 @@ impl Shared {
         cached: &mut Option<ActorHandle>,
         mut msg: ActorMsg,
     ) -> Result<(), DispatchError> {
-        if let Some(handle) = cached.as_ref() {
-            match handle.tx.try_send(msg) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(returned)) => {
-                    return Err(DispatchError::Overloaded(returned));
-                }
-                Err(mpsc::error::TrySendError::Closed(returned)) => {
-                    *cached = None;
-                    msg = returned;
-                }
-            }
-        }
         loop {
-            if self.stop_reading.is_cancelled() && !self.registry.contains_key(space_id) {
-                return Err(DispatchError::ShuttingDown(msg));
-            }
-            let handle = match self.registry.get(space_id) {
-                Some(entry) => entry.clone(),
-                None => self
-                    .registry
-                    .entry(space_id.to_owned())
-                    .or_insert_with(|| actor::spawn(self.clone(), space_id.to_owned()))
-                    .clone(),
+            let handle = match cached.take() {
+                Some(handle) => handle,
+                None => {
+                    if self.stop_reading.is_cancelled() && !self.registry.contains_key(space_id) {
+                        return Err(DispatchError::ShuttingDown(msg));
+                    }
+                    match self.registry.get(space_id) {
+                        Some(entry) => entry.clone(),
+                        None => self
+                            .registry
+                            .entry(space_id.to_owned())
+                            .or_insert_with(|| actor::spawn(self.clone(), space_id.to_owned()))
+                            .clone(),
+                    }
+                }
             };
             match handle.tx.try_send(msg) {
                 Ok(()) => {
@@ -187,10 +180,12 @@ impl Shared {
                     return Ok(());
                 }
                 Err(mpsc::error::TrySendError::Full(returned)) => {
+                    *cached = Some(handle);
                     return Err(DispatchError::Overloaded(returned));
                 }
                 Err(mpsc::error::TrySendError::Closed(returned)) => {
-                    // The actor ended (unloaded or failed to load) after we looked it up.
+                    // The actor ended (unloaded, failed, or stopped) after it was looked up
+                    // or kept: forget it, and its registry entry if that is still its own.
                     self.registry
                         .remove_if(space_id, |_, entry| entry.generation == handle.generation);
                     msg = returned;
