@@ -23,7 +23,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
-use spacesync_client::{Client, ClientError, ClientReceiver};
+use spacesync_client::{Client, ClientError, ClientReceiver, ClientSender};
 use spacesync_core::kinopio::{import, normalized};
 use spacesync_core::{Space, SpaceConfig};
 use spacesync_protocol::{
@@ -517,7 +517,8 @@ impl LoadClient {
             ServerMessage::Held { .. }
             | ServerMessage::Presence { .. }
             | ServerMessage::Welcome { .. }
-            | ServerMessage::Left { .. } => {}
+            | ServerMessage::Left { .. }
+            | ServerMessage::Log { .. } => {}
         }
         None
     }
@@ -855,25 +856,8 @@ async fn check(
     let (mut sender, mut receiver) = checker.split();
     for space_index in 0..config.spaces {
         let space = format!("{}-s{space_index}", config.run_id);
-        // The whole log, then the whole space.
-        sender
-            .send(&ClientMessage::Join {
-                space_id: space.clone(),
-                since: Some(0),
-            })
-            .await?;
-        let (head, logged) = match next_joined(&mut receiver).await? {
-            (seq, None, ops) => (seq, ops),
-            (seq, Some(_), _) => {
-                stats.error(format!("{space}: the log was not served for checking (more ops than the server resumes from its log)"));
-                (seq, Vec::new())
-            }
-        };
-        sender
-            .send(&ClientMessage::Leave {
-                space_id: space.clone(),
-            })
-            .await?;
+        // The whole log, page by page, then the whole space.
+        let (head, logged) = read_log(&mut sender, &mut receiver, &space).await?;
         sender
             .send(&ClientMessage::Join {
                 space_id: space.clone(),
@@ -991,6 +975,51 @@ async fn check(
         }
     }
     Ok(())
+}
+
+/// A space's whole committed log, read with `readLog` a page at a time: its head seq and
+/// the ops as the log holds them (a gap or a repeat in it is left for the caller to find).
+async fn read_log(
+    sender: &mut ClientSender,
+    receiver: &mut ClientReceiver,
+    space: &str,
+) -> Result<(Seq, Vec<spacesync_protocol::SequencedOperation>), LoadError> {
+    let mut logged = Vec::new();
+    let mut after = 0;
+    loop {
+        sender
+            .send(&ClientMessage::ReadLog {
+                space_id: space.to_owned(),
+                after,
+                limit: None,
+            })
+            .await?;
+        let (head, ops) = loop {
+            let message = tokio::time::timeout(PATIENCE, receiver.recv())
+                .await
+                .map_err(|_| {
+                    LoadError::Protocol("the checker got no answer to readLog".to_owned())
+                })??;
+            match message {
+                ServerMessage::Log { head, ops, .. } => break (head, ops),
+                ServerMessage::Error { code, message } => {
+                    return Err(LoadError::Protocol(format!(
+                        "checker readLog failed: {code:?}: {message}"
+                    )));
+                }
+                _ => continue,
+            }
+        };
+        // A page that moves nothing forward ends the read: the log holds no more.
+        let Some(last) = ops.last().map(|op| op.seq).filter(|last| *last > after) else {
+            return Ok((head, logged));
+        };
+        after = last;
+        logged.extend(ops);
+        if after >= head {
+            return Ok((head, logged));
+        }
+    }
 }
 
 async fn next_joined(

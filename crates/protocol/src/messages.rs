@@ -40,6 +40,15 @@ pub enum ClientMessage {
     },
     /// Ephemeral presence (cursor, selection): relayed to the other members, never stored.
     Presence { space_id: String, data: Value },
+    /// One page of a space's committed log: the ops after `after`, in seq order, at most
+    /// `limit` of them (and at most the server's page size). Answered by `log`. Reading a log
+    /// does not join the space.
+    ReadLog {
+        space_id: String,
+        after: Seq,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
 
 /// A message from the server to a client.
@@ -107,6 +116,14 @@ pub enum ServerMessage {
     },
     /// A connection-level problem (not about one op). Fatal ones are followed by a close frame.
     Error { code: ServerError, message: String },
+    /// Answer to `readLog`: the space's committed seq (`head`) and the log's ops after the
+    /// asked `after`, in seq order, none above `head`. The next page starts after the last op
+    /// here; the log has been read when that reaches `head` (or a page comes back empty).
+    Log {
+        space_id: String,
+        head: Seq,
+        ops: Vec<SequencedOperation>,
+    },
 }
 
 /// An op with its sequence number, as sent in `joined`.

@@ -51,6 +51,12 @@ pub enum ActorMsg {
     Leave {
         peer_id: u64,
     },
+    /// A page of the committed log (`readLog`), at most `limit` ops after `after`.
+    ReadLog {
+        peer: Arc<Peer>,
+        after: Seq,
+        limit: usize,
+    },
     Presence {
         peer: Arc<Peer>,
         data: Value,
@@ -189,6 +195,8 @@ struct Actor {
     incoming: Vec<Work>,
     /// Joins to answer after the current cycle, from the committed state.
     joins: Vec<(Arc<Peer>, Option<Seq>)>,
+    /// `readLog`s to answer after the current cycle, from the committed state.
+    log_reads: Vec<(Arc<Peer>, Seq, usize)>,
     /// Downloads to answer after the current cycle.
     downloads: Vec<tokio::sync::oneshot::Sender<Result<Option<Download>, String>>>,
     download: Option<Download>,
@@ -236,6 +244,7 @@ async fn run(shared: Arc<Shared>, space_id: String, generation: u64, rx: mpsc::R
                 recent: VecDeque::new(),
                 incoming: Vec::new(),
                 joins: Vec::new(),
+                log_reads: Vec::new(),
                 downloads: Vec::new(),
                 download: None,
                 presence: IndexMap::new(),
@@ -298,7 +307,9 @@ fn refuse(space_id: &str, msg: ActorMsg, reason: &str) {
                 }
             }
         }
-        ActorMsg::Join { peer, .. } | ActorMsg::Presence { peer, .. } => {
+        ActorMsg::Join { peer, .. }
+        | ActorMsg::ReadLog { peer, .. }
+        | ActorMsg::Presence { peer, .. } => {
             peer.send(&ServerMessage::Error {
                 code: ServerError::SpaceUnavailable,
                 message: format!("space {space_id} cannot be loaded right now: {reason}"),
@@ -457,6 +468,9 @@ impl Actor {
             for (peer, since) in std::mem::take(&mut self.joins) {
                 self.join(peer, since).await;
             }
+            for (peer, after, limit) in std::mem::take(&mut self.log_reads) {
+                self.read_log(&peer, after, limit).await;
+            }
             for reply in std::mem::take(&mut self.downloads) {
                 let _ = reply.send(Ok(self.download()));
             }
@@ -499,6 +513,7 @@ impl Actor {
         self.members.is_empty()
             && self.incoming.is_empty()
             && self.joins.is_empty()
+            && self.log_reads.is_empty()
             && self.downloads.is_empty()
             && self.held.is_empty()
             && self.space.held_count() == 0
@@ -521,6 +536,7 @@ impl Actor {
                 }));
             }
             ActorMsg::Join { peer, since } => self.joins.push((peer, since)),
+            ActorMsg::ReadLog { peer, after, limit } => self.log_reads.push((peer, after, limit)),
             ActorMsg::Leave { peer_id } => {
                 self.members.remove(&peer_id);
                 self.presence.shift_remove(&peer_id);
@@ -586,6 +602,83 @@ impl Actor {
         if peer.send(&message) {
             self.members.insert(peer.id, peer);
         }
+    }
+
+    /// Answers a `readLog` from the committed state (between cycles, like joins): the ops
+    /// after `after`, at most `limit` of them and about one message's worth of JSON (at least
+    /// one op), from memory while the resume window still holds them, else from the log as
+    /// the store has it. A gap or a repeat in the log is passed on, not smoothed over: the
+    /// reader is checking it.
+    async fn read_log(&self, peer: &Peer, after: Seq, limit: usize) {
+        let head = self.space.seq();
+        let budget = self.shared.config.max_message_bytes;
+        let oldest_kept = self.recent.front().map_or(head + 1, |(seq, _)| *seq);
+        let mut ops = Vec::new();
+        let mut bytes = 0;
+        let mut take = |seq: Seq, op: Operation, json_len: usize| {
+            if ops.len() >= limit || (bytes >= budget && !ops.is_empty()) {
+                return false;
+            }
+            bytes += json_len;
+            ops.push(SequencedOperation { seq, op });
+            true
+        };
+        let failure = if after >= head {
+            None
+        } else if after + 1 >= oldest_kept {
+            let mut failure = None;
+            for (seq, json) in self.recent.iter().filter(|(seq, _)| *seq > after) {
+                match json.decode() {
+                    Ok(op) => {
+                        if !take(*seq, op, json.as_str().len()) {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        failure = Some(error.to_string());
+                        break;
+                    }
+                }
+            }
+            failure
+        } else {
+            let rows = i64::try_from(limit).unwrap_or(i64::MAX);
+            match self
+                .shared
+                .store
+                .log_after(&self.id, after, Some(rows))
+                .await
+            {
+                Ok(entries) => {
+                    for entry in entries.into_iter().filter(|entry| entry.seq <= head) {
+                        let len = entry.payload.as_str().len();
+                        if !take(entry.seq, entry.op, len) {
+                            break;
+                        }
+                    }
+                    None
+                }
+                Err(error) => Some(error.to_string()),
+            }
+        };
+        let message = match failure {
+            None => ServerMessage::Log {
+                space_id: self.id.clone(),
+                head,
+                ops,
+            },
+            Some(error) => {
+                tracing::warn!(space_id = %self.id, %error, "cannot read the log for readLog");
+                ServerMessage::Error {
+                    code: ServerError::SpaceUnavailable,
+                    message: format!(
+                        "the log of {} cannot be read right now ({error}); retry the readLog",
+                        self.id
+                    ),
+                }
+            }
+        };
+        peer.send(&message);
     }
 
     /// The committed ops after `since` up to `seq`, read from the log; `None` when the log
@@ -1015,7 +1108,8 @@ impl Actor {
 
     /// Answers durable outcomes in order: quarantine first, then acks, rejections and
     /// broadcasts.
-    async fn settle(&mut self, outcomes: Outcomes) {
+    async fn settle(&mut self, mut outcomes: Outcomes) {
+        self.recognise_old_replays(&mut outcomes).await;
         let rejections: Vec<Rejection> = outcomes
             .iter()
             .filter_map(|outcome| match outcome {
@@ -1087,6 +1181,50 @@ impl Actor {
             }
         }
         self.members.retain(|_, member| !member.is_closed());
+    }
+
+    /// An op refused because of what the space has become since (its card deleted, …) may be
+    /// the replay of an op accepted long ago, older than the ids the space remembers: a client
+    /// that never got its ack resends it after 10,000 other ops. The log knows it, and such a
+    /// replay gets its original seq like any other, not a rejection (nor a quarantine row).
+    /// Only these rejections are looked up; when the log cannot be read, the answer is a
+    /// retryable `store_unavailable` rather than a verdict the server is not sure of.
+    async fn recognise_old_replays(&mut self, outcomes: &mut Outcomes) {
+        for outcome in outcomes.iter_mut() {
+            let Outcome::Rejected(rejection) = outcome else {
+                continue;
+            };
+            if rejection.repeated
+                || rejection.operation_id.is_empty()
+                || !may_be_an_old_replay(rejection.code)
+            {
+                continue;
+            }
+            match self
+                .shared
+                .store
+                .prior(&self.id, &rejection.operation_id)
+                .await
+            {
+                Ok(Some(PriorRecord::Logged(seq))) => {
+                    self.space
+                        .remember(&rejection.operation_id, Prior::Accepted(seq));
+                    *outcome = Outcome::Duplicate {
+                        operation_id: std::mem::take(&mut rejection.operation_id),
+                        seq,
+                    };
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(space_id = %self.id, operation_id = %rejection.operation_id, %error, "cannot tell whether a refused op is an old replay; answered retryable");
+                    self.space.forget(&rejection.operation_id);
+                    rejection.code = RejectCode::StoreUnavailable;
+                    rejection.message = format!(
+                        "the op may be an old replay and the log cannot be read to tell: {error}; retry"
+                    );
+                }
+            }
+        }
     }
 
     /// Sends a committed op to every member but `except` (it is already in the resume window).
@@ -1379,6 +1517,18 @@ impl Actor {
         let rx = std::mem::replace(&mut self.rx, rx);
         refuse_all(&self.id, rx, reason);
     }
+}
+
+/// Rejections that an op accepted long ago can get when it is replayed, because the space
+/// changed since (what it refers to was deleted, or never comes back): the log is asked before
+/// they are answered. The others judge the op itself, which has not changed.
+fn may_be_an_old_replay(code: RejectCode) -> bool {
+    matches!(
+        code,
+        RejectCode::ReferenceDeleted
+            | RejectCode::DependencyTimeout
+            | RejectCode::DependencyRejected
+    )
 }
 
 /// Ops from a load to the space's first snapshot: `every` less a random part of up to half of

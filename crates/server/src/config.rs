@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Resume points older than memory are served from the log when at most this many ops
     /// behind; older ones get the whole space.
     pub resume_from_log: u64,
+    /// Most ops in one answer to `readLog` (a page also ends once its ops' JSON passes
+    /// `max_message_bytes`).
+    pub log_page: usize,
     /// A space with no members and nothing pending unloads after this long.
     pub unload_after: Duration,
     /// Presence is coalesced and relayed once per tick (at most one message per client per
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             snapshot_every: 1_000,
             resume_window: 1_000,
             resume_from_log: 10_000,
+            log_page: 1_000,
             unload_after: Duration::from_secs(60),
             presence_tick: Duration::from_millis(50),
             max_commit_rows: 5_000,

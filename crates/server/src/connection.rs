@@ -345,6 +345,36 @@ impl Connection {
                     ),
                 }
             }
+            ClientMessage::ReadLog {
+                space_id,
+                after,
+                limit,
+            } => {
+                if !valid_id(&space_id) {
+                    self.error(ServerError::MalformedMessage, invalid_space(&space_id));
+                    return;
+                }
+                let page = self.shared.config.log_page.max(1);
+                let limit = limit.map_or(page, |limit| (limit as usize).clamp(1, page));
+                let msg = ActorMsg::ReadLog {
+                    peer: self.peer.clone(),
+                    after,
+                    limit,
+                };
+                let mut cached = self.joined.get(&space_id).cloned().flatten();
+                let sent = self.shared.dispatch_cached(&space_id, &mut cached, msg);
+                if let Some(kept) = self.joined.get_mut(&space_id) {
+                    *kept = cached;
+                }
+                if sent.is_err() {
+                    self.error(
+                        ServerError::SpaceUnavailable,
+                        format!(
+                            "space {space_id} is busy or the server is stopping; retry the readLog"
+                        ),
+                    );
+                }
+            }
             ClientMessage::Leave { space_id } => {
                 if self.joined.remove(&space_id).is_some() {
                     self.shared.notify(

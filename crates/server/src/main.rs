@@ -694,12 +694,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let config = ServerConfig {
-                // The checker reads every space's whole log through the protocol.
-                resume_from_log: u64::MAX,
-                ..ServerConfig::default()
-            };
-            let server = Server::start(config, store.clone(), listener)?;
+            let server = Server::start(ServerConfig::default(), store.clone(), listener)?;
             let url = format!("ws://{}/ws", server.local_addr());
             if !args.json {
                 eprintln!("load: started a server on {url} ({})", store.describe());

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use spacesync_client::{Client, ClientError};
-use spacesync_protocol::{Format, Operation, RejectCode, ServerError};
+use spacesync_protocol::{ClientMessage, Format, Operation, RejectCode, Seq, ServerError};
 use spacesync_server::ServerConfig;
 use spacesync_testkit::TestDatabase;
 
@@ -401,6 +401,119 @@ async fn a_client_resumes_after_a_disconnect_without_gap_or_duplicate() {
     // A resume point at the head gets nothing but live ops.
     let head = Member::join(&url, Format::Json, "head", "r", Some(12)).await;
     assert!(head.snapshot.is_none() && head.joined_ops.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_log_is_read_page_by_page_from_memory_and_from_the_store() {
+    let Some(database) = TestDatabase::create("server_read_log").await else {
+        return;
+    };
+    let store = Arc::new(migrated_store(database.url()).await);
+    let config = ServerConfig {
+        resume_window: 5,
+        resume_from_log: 0,
+        log_page: 4,
+        ..ServerConfig::default()
+    };
+    let server = start(store, config).await;
+    let url = ws_url(&server);
+    let mut writer = Member::join(&url, Format::Json, "writer", "l", None).await;
+    let sent: Vec<Operation> = (1..=11)
+        .map(|n| card(&format!("o{n}"), &format!("c{n}")))
+        .collect();
+    writer.submit(sent.clone()).await;
+    writer.answered(&["o11"]).await;
+    let expected: Vec<(Seq, Operation)> = (1..).zip(sent).collect();
+
+    // A reader that never joins, in the other format: pages of the server's size, the older
+    // ones from the store and the newest (seqs 7–11) from memory, each op exactly as sent.
+    let mut reader = Member::connect(&url, Format::MessagePack, "reader", "l").await;
+    let mut read = Vec::new();
+    let mut after = 0;
+    let mut pages = Vec::new();
+    loop {
+        let (head, ops) = reader.read_log(after, None).await;
+        assert_eq!(head, 11);
+        let Some(last) = ops.last().map(|(seq, _)| *seq) else {
+            break;
+        };
+        pages.push(ops.len());
+        read.extend(ops);
+        after = last;
+    }
+    assert_eq!(pages, [4, 4, 3]);
+    assert_eq!(read, expected);
+    // A page crossing from the store into memory, the client's own smaller limit, a limit of
+    // 0 (one op) and one over the server's page size (its page size).
+    let seqs = |ops: Vec<(Seq, Operation)>| ops.into_iter().map(|(seq, _)| seq).collect::<Vec<_>>();
+    assert_eq!(seqs(reader.read_log(5, None).await.1), [6, 7, 8, 9]);
+    assert_eq!(seqs(reader.read_log(1, Some(2)).await.1), [2, 3]);
+    assert_eq!(seqs(reader.read_log(9, Some(0)).await.1), [10]);
+    assert_eq!(seqs(reader.read_log(0, Some(1_000)).await.1), [1, 2, 3, 4]);
+    // At or past the head, and a space nobody wrote: nothing, with the head.
+    assert_eq!(reader.read_log(11, None).await, (11, Vec::new()));
+    assert_eq!(reader.read_log(500, None).await, (11, Vec::new()));
+    let mut stranger = Member::connect(&url, Format::Json, "stranger", "never-written").await;
+    assert_eq!(stranger.read_log(0, None).await, (0, Vec::new()));
+    // Reading is not joining: the reader gets no broadcasts of later ops.
+    writer.submit(vec![card("o12", "c12")]).await;
+    writer.answered(&["o12"]).await;
+    assert_eq!(reader.read_log(11, None).await.0, 12);
+    assert!(reader.broadcasts.is_empty() && reader.errors.is_empty());
+    // A bad space id is refused like a join's.
+    reader
+        .client
+        .send(&ClientMessage::ReadLog {
+            space_id: String::new(),
+            after: 0,
+            limit: None,
+        })
+        .await
+        .expect("sends");
+    reader.until(|member| !member.errors.is_empty()).await;
+    assert_eq!(reader.errors[0].0, ServerError::MalformedMessage);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_log_page_ends_after_about_a_messages_worth_of_ops() {
+    let Some(database) = TestDatabase::create("server_read_log_bytes").await else {
+        return;
+    };
+    let store = Arc::new(migrated_store(database.url()).await);
+    let config = ServerConfig {
+        max_message_bytes: 4_096,
+        resume_window: 3,
+        ..ServerConfig::default()
+    };
+    let server = start(store, config).await;
+    let url = ws_url(&server);
+    let mut writer = Member::join(&url, Format::Json, "writer", "b", None).await;
+    // Each op's JSON is over 1,500 bytes: a page holds the ops up to the first that passes
+    // 4,096 bytes, so three, whether they come from the store or from memory.
+    let name = "n".repeat(1_500);
+    for n in 1..=7 {
+        let id = format!("o{n}");
+        writer
+            .submit(vec![op(
+                "createCard",
+                &id,
+                json!({"id": format!("c{n}"), "x": 1, "y": 2, "name": name}),
+            )])
+            .await;
+        writer.answered(&[id.as_str()]).await;
+    }
+    let mut reader = Member::connect(&url, Format::MessagePack, "reader", "b").await;
+    let mut pages = Vec::new();
+    let mut after = 0;
+    while after < 7 {
+        let (head, ops) = reader.read_log(after, None).await;
+        assert_eq!(head, 7);
+        pages.push(ops.iter().map(|(seq, _)| *seq).collect::<Vec<_>>());
+        after = ops.last().expect("a page moves forward").0;
+    }
+    assert_eq!(pages, [vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
     server.shutdown().await;
 }
 
@@ -1021,6 +1134,72 @@ async fn connection_limits_and_timeouts_close_with_their_codes() {
             .render()
             .contains("spacesync_connections_refused_total 1")
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_old_replay_of_an_op_the_space_has_outgrown_gets_its_original_seq() {
+    let Some(database) = TestDatabase::create("server_outgrown").await else {
+        return;
+    };
+    let store = Arc::new(PriorFailsStore {
+        inner: migrated_store(database.url()).await,
+        fail: false.into(),
+    });
+    let mut config = ServerConfig::default();
+    config.space.remember_ops = 2;
+    let server = start(store.clone(), config).await;
+    let url = ws_url(&server);
+    let mut alice = Member::join(&url, Format::Json, "alice", "g", None).await;
+    let drag = op("updateCard", "u1", json!({"id": "c1", "x": 5, "y": 6}));
+    alice.submit(vec![card("d1", "c1"), drag.clone()]).await;
+    alice.answered(&["u1"]).await;
+    let more: Vec<Operation> = (2..=4)
+        .map(|n| card(&format!("d{n}"), &format!("c{n}")))
+        .collect();
+    alice.submit(more).await;
+    alice.answered(&["d4"]).await;
+    alice
+        .submit(vec![op("deleteCard", "x1", json!({"id": "c1"}))])
+        .await;
+    alice.answered(&["x1"]).await;
+    assert_eq!(alice.acks["x1"], (6, false));
+
+    // u1 is forgotten in memory and its card is gone: the log says it was accepted at seq 2.
+    // While the log cannot be read, the answer is retryable, not a verdict.
+    let mut bob = Member::join(&url, Format::Json, "bob", "g", Some(6)).await;
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    bob.submit(vec![drag.clone()]).await;
+    bob.answered(&["u1"]).await;
+    let (code, permanent, _) = &bob.rejected["u1"];
+    assert_eq!((*code, *permanent), (RejectCode::StoreUnavailable, false));
+    store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    bob.rejected.clear();
+    bob.submit(vec![drag.clone()]).await;
+    bob.answered(&["u1"]).await;
+    assert_eq!(bob.acks.get("u1"), Some(&(2, true)), "{:?}", bob.rejected);
+    // Now remembered: a second replay is answered the same way.
+    bob.acks.clear();
+    bob.submit(vec![drag]).await;
+    bob.answered(&["u1"]).await;
+    assert_eq!(bob.acks.get("u1"), Some(&(2, true)));
+    // A new op on the deleted card is still refused, and only it is quarantined.
+    bob.submit(vec![op(
+        "updateCard",
+        "u2",
+        json!({"id": "c1", "x": 1, "y": 1}),
+    )])
+    .await;
+    bob.answered(&["u2"]).await;
+    assert_eq!(bob.rejected["u2"].0, RejectCode::ReferenceDeleted);
+    let quarantine: Vec<String> = quarantined(database.url(), "g")
+        .await
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(quarantine, ["u2"]);
+    assert_eq!(logged(database.url(), "g").await.len(), 6);
+    assert!(bob.seqs.is_empty() && alice.seqs.len() == 6);
     server.shutdown().await;
 }
 

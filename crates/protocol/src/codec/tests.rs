@@ -44,6 +44,16 @@ fn client_messages() -> Vec<ClientMessage> {
             space_id: "s".into(),
             data: json!({"cursor": {"x": 1, "y": 2}}),
         },
+        ClientMessage::ReadLog {
+            space_id: "s".into(),
+            after: 1000,
+            limit: Some(500),
+        },
+        ClientMessage::ReadLog {
+            space_id: "s".into(),
+            after: 0,
+            limit: None,
+        },
     ]
 }
 
@@ -108,6 +118,19 @@ fn server_messages() -> Vec<ServerMessage> {
         ServerMessage::Error {
             code: ServerError::NotJoined,
             message: "join first".into(),
+        },
+        ServerMessage::Log {
+            space_id: "s".into(),
+            head: 7,
+            ops: vec![SequencedOperation {
+                seq: 6,
+                op: Operation::new("updateCard", json!({"operationId": "o", "id": "c"})),
+            }],
+        },
+        ServerMessage::Log {
+            space_id: "s".into(),
+            head: 0,
+            ops: vec![],
         },
     ]
 }
@@ -203,6 +226,14 @@ fn documented_json_examples_decode() {
             )],
         },
     );
+    check(
+        r#"{"type":"readLog","spaceId":"s","after":0,"limit":1000}"#,
+        ClientMessage::ReadLog {
+            space_id: "s".into(),
+            after: 0,
+            limit: Some(1000),
+        },
+    );
 }
 
 #[test]
@@ -285,7 +316,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_valid_messages_never_panic(index in 0usize..7, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+    fn mutated_valid_messages_never_panic(index in 0usize..9, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
         let messages = client_messages();
         let message = &messages[index % messages.len()];
         for format in [Format::MessagePack, Format::Json] {

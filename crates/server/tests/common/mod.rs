@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use spacesync_client::Client;
-use spacesync_protocol::{Format, Operation, RejectCode, Seq, ServerError, ServerMessage};
+use spacesync_protocol::{
+    ClientMessage, Format, Operation, RejectCode, Seq, ServerError, ServerMessage,
+};
 use spacesync_server::{Server, ServerConfig};
 use spacesync_store::{PgStore, Store};
 
@@ -75,6 +77,8 @@ pub struct Member {
     pub joined_ops: Vec<Seq>,
     /// The ops of the last `joined`, as received.
     pub joined_with: Vec<(Seq, Operation)>,
+    /// Every `log` answer: the head and the ops of the page.
+    pub logs: Vec<(Seq, Vec<(Seq, Operation)>)>,
 }
 
 impl Member {
@@ -101,6 +105,7 @@ impl Member {
             snapshot: None,
             joined_ops: Vec::new(),
             joined_with: Vec::new(),
+            logs: Vec::new(),
         }
     }
 
@@ -121,6 +126,24 @@ impl Member {
     pub async fn submit(&mut self, ops: Vec<Operation>) {
         let space = self.space.clone();
         self.client.submit(&space, ops).await.expect("submits");
+    }
+
+    /// Sends `readLog` for this member's space and waits for its `log` answer: the head and
+    /// the page's ops.
+    pub async fn read_log(
+        &mut self,
+        after: Seq,
+        limit: Option<u32>,
+    ) -> (Seq, Vec<(Seq, Operation)>) {
+        let message = ClientMessage::ReadLog {
+            space_id: self.space.clone(),
+            after,
+            limit,
+        };
+        self.client.send(&message).await.expect("sends readLog");
+        let answered = self.logs.len() + 1;
+        self.until(|member| member.logs.len() == answered).await;
+        self.logs.last().cloned().expect("a log answer")
     }
 
     /// Reads messages until `done` holds.
@@ -216,6 +239,16 @@ impl Member {
             ServerMessage::Presence {
                 client_id, data, ..
             } => self.presence.push((client_id, data)),
+            ServerMessage::Log {
+                space_id,
+                head,
+                ops,
+                ..
+            } => {
+                assert_eq!(space_id, self.space);
+                let ops = ops.into_iter().map(|op| (op.seq, op.op)).collect();
+                self.logs.push((head, ops));
+            }
             ServerMessage::Welcome { .. } | ServerMessage::Left { .. } => {}
         }
     }
@@ -352,6 +385,48 @@ impl Store for GatedStore {
         log_after(space_id: &'a str, after: u64, limit: Option<i64>) -> Vec<spacesync_store::LogEntry>;
         write_snapshot(space_id: &'a str, snapshot: &'a spacesync_store::StoredSnapshot) -> ();
         prior(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::PriorRecord>;
+        quarantine_batch(records: &'a [spacesync_store::NewQuarantine]) -> ();
+        quarantine_list(space_id: Option<&'a str>, limit: i64) -> Vec<spacesync_store::QuarantineEntry>;
+        quarantine_get(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::QuarantineEntry>;
+        quarantine_remove(space_id: &'a str, operation_id: &'a str) -> bool;
+    }
+}
+
+/// Fails every `prior` lookup while `fail` is set (a store that cannot be read for a moment);
+/// everything else goes to `inner`.
+#[derive(Debug)]
+pub struct PriorFailsStore {
+    pub inner: spacesync_store::PgStore,
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+impl Store for PriorFailsStore {
+    fn describe(&self) -> String {
+        "prior-fails".into()
+    }
+    fn prior<'a>(
+        &'a self,
+        space_id: &'a str,
+        operation_id: &'a str,
+    ) -> spacesync_store::StoreFuture<'a, Option<spacesync_store::PriorRecord>> {
+        Box::pin(async move {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(spacesync_store::StoreError::Config(
+                    "lookups are failing in this test".into(),
+                ));
+            }
+            Store::prior(&self.inner, space_id, operation_id).await
+        })
+    }
+    delegate! {
+        ping() -> ();
+        schema_status() -> spacesync_store::SchemaStatus;
+        migrate() -> spacesync_store::SchemaStatus;
+        doctor() -> spacesync_store::DoctorReport;
+        append(entries: &'a [spacesync_store::NewLogEntry]) -> spacesync_store::AppendOutcome;
+        load(space_id: &'a str) -> spacesync_store::LoadedSpace;
+        log_after(space_id: &'a str, after: u64, limit: Option<i64>) -> Vec<spacesync_store::LogEntry>;
+        write_snapshot(space_id: &'a str, snapshot: &'a spacesync_store::StoredSnapshot) -> ();
         quarantine_batch(records: &'a [spacesync_store::NewQuarantine]) -> ();
         quarantine_list(space_id: Option<&'a str>, limit: i64) -> Vec<spacesync_store::QuarantineEntry>;
         quarantine_get(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::QuarantineEntry>;
