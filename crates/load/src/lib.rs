@@ -57,7 +57,7 @@ pub struct LoadConfig {
     pub format: Format,
     /// Print a progress line every second to stderr.
     pub progress: bool,
-    /// Prefix of the space ids (fresh spaces for every run).
+    /// Prefix of the space, client and op ids; [`fresh_run_id`] gives each run its own.
     pub run_id: String,
 }
 
@@ -79,9 +79,23 @@ impl Default for LoadConfig {
             reconnects: 0.0,
             format: Format::MessagePack,
             progress: true,
-            run_id: format!("load-{}", std::process::id()),
+            run_id: fresh_run_id(),
         }
     }
+}
+
+/// A prefix for the space, client and op ids of one run that no other run shares: the
+/// process id, the time in milliseconds and a count within the process (all hexadecimal, so
+/// the op ids of even a huge run stay within the 64 characters the server accepts). The
+/// process id alone repeats (a harness in a container is often pid 1), and a run that met an
+/// earlier run's spaces on a long-lived server would fail its check.
+pub fn fresh_run_id() -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    format!("load-{:x}-{millis:x}-{run:x}", std::process::id())
 }
 
 /// What a run measured and found.
@@ -1101,6 +1115,22 @@ mod tests {
             .iter()
             .map(|(seq, kept)| (*seq, kept.op().expect("decodes").name))
             .collect()
+    }
+
+    #[test]
+    fn every_run_gets_ids_of_its_own_that_the_server_accepts() {
+        let (first, second) = (fresh_run_id(), fresh_run_id());
+        assert_ne!(first, second, "two runs of one process");
+        // The longest op id of a huge run (100,000 clients, 10^12 ops each, the highest pid
+        // Linux gives) stays within what the server accepts.
+        let longest = format!(
+            "{}-c99999-op1000000000000",
+            first.replace(&format!("{:x}", std::process::id()), "3fffff")
+        );
+        assert!(
+            longest.chars().count() <= spacesync_protocol::operation::MAX_OPERATION_ID_LEN,
+            "{longest}"
+        );
     }
 
     #[test]

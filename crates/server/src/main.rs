@@ -192,24 +192,29 @@ impl LimitArgs {
 
 #[derive(Debug, clap::Args)]
 struct LoadArgs {
-    /// WebSocket URL of the server to load (`ws://host:port/ws`). Without it, a server is
-    /// started in this process: on --database-url if given, else on a fresh embedded store in
-    /// a temporary directory.
+    /// WebSocket URL of the server to load (`ws://host:port/ws`). Without it, a server with
+    /// the defaults of `serve` is started in this process: on --database-url if given, else on
+    /// a fresh embedded store in a temporary directory (removed afterwards; --data-dir is not
+    /// used, so a load never writes into your data).
     #[arg(long)]
     server: Option<String>,
+    /// Spaces to load, each with its own clients and ops (fresh space ids for every run).
     #[arg(long, default_value_t = 10)]
     spaces: usize,
+    /// Clients (connections) per space; each sees the others' ops as broadcasts.
     #[arg(long, default_value_t = 2)]
     clients_per_space: usize,
     /// Measured time, after the warmup (`10s`, `500ms`, `2m`, or seconds).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: std::time::Duration,
+    /// Time the load runs before measuring starts (its ops are checked, not measured).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: std::time::Duration,
     /// Offered load in steps per second over all clients (open loop). Without it: closed
     /// loop, one step in flight per client.
     #[arg(long)]
     rate: Option<f64>,
+    /// Seed of the workload: the same seed sends the same ops in the same order per client.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Probability per connection step of sending a dependent before its dependency.
@@ -723,7 +728,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
             spacesync_protocol::Format::MessagePack
         },
         progress: !args.json,
-        run_id: format!("load-{}-{}", args.seed, std::process::id()),
+        run_id: spacesync_load::fresh_run_id(),
     };
     let mut report = spacesync_load::run(config.clone())
         .await
