@@ -26,20 +26,38 @@ SELECT 'space-' || :client_id || '-' || :batch, g, 'op-' || :batch || '-' || g, 
                           'id', 'card-000000000000001', 'x', g, 'y', 200, 'z', 3)
 FROM generate_series(1, 100) AS g;
 PGB
+# CPU of PostgreSQL (clock ticks), to put each run's PostgreSQL and pgbench CPU per row beside
+# the CPU per op of a load run (scripts/cpu-split.sh): every postgres process's own time, plus
+# the time of the children it reaped (pgbench's backends end with the run, and their CPU then
+# counts in the postmaster's).
+pg_ticks() {
+  local sum=0 pid
+  for pid in $(pgrep -x postgres); do
+    sum=$((sum + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$sum"
+}
+hz=$(getconf CLK_TCK)
 results=()
 for run in $(seq 1 "$runs"); do
   echo "baseline run $run/$runs: pgbench -c $clients -j 2 -T $seconds (100 rows per transaction)" >&2
-  errors="$(mktemp)"
-  if ! output=$(pgbench -h "$host" -U "$user" -n -c "$clients" -j 2 -T "$seconds" -f "$script" "$db" 2> "$errors"); then
+  errors="$(mktemp)"; times="$(mktemp)"
+  before=$(pg_ticks)
+  if ! output=$(/usr/bin/time -f "%U %S" -o "$times" pgbench -h "$host" -U "$user" -n -c "$clients" -j 2 -T "$seconds" -f "$script" "$db" 2> "$errors"); then
     echo "pgbench failed:" >&2
     tail -5 "$errors" >&2
     rm -f "$errors"
     exit 1
   fi
+  after=$(pg_ticks)
   rm -f "$errors"
   tps=$(awk '/^tps = /{print $3; exit}' <<< "$output")
   rows=$(awk -v tps="$tps" 'BEGIN{printf "%.0f", tps * 100}')
-  echo "{\"run\":$run,\"baseline_tps\":$tps,\"baseline_rows_per_s\":$rows}"
+  # CPU per row over the run's rows: PostgreSQL (all its processes) and the pgbench client.
+  cpu=$(awk -v hz="$hz" -v b="$before" -v a="$after" -v rows="$rows" -v s="$seconds" \
+    '{printf "\"postgres_us_per_row\":%.1f,\"pgbench_us_per_row\":%.1f", (a - b) / hz / (rows * s) * 1e6, ($1 + $2) / (rows * s) * 1e6}' "$times")
+  rm -f "$times"
+  echo "{\"run\":$run,\"baseline_tps\":$tps,\"baseline_rows_per_s\":$rows,$cpu}"
   results+=("$rows")
 done
 rm -f "$script"
