@@ -409,14 +409,14 @@ async fn the_log_is_read_page_by_page_from_memory_and_from_the_store() {
     let Some(database) = TestDatabase::create("server_read_log").await else {
         return;
     };
-    let store = Arc::new(migrated_store(database.url()).await);
+    let store = Arc::new(FlakyStore::new(migrated_store(database.url()).await));
     let config = ServerConfig {
         resume_window: 5,
         resume_from_log: 0,
         log_page: 4,
         ..ServerConfig::default()
     };
-    let server = start(store, config).await;
+    let server = start(store.clone(), config).await;
     let url = ws_url(&server);
     let mut writer = Member::join(&url, Format::Json, "writer", "l", None).await;
     let sent: Vec<Operation> = (1..=11)
@@ -461,6 +461,26 @@ async fn the_log_is_read_page_by_page_from_memory_and_from_the_store() {
     writer.answered(&["o12"]).await;
     assert_eq!(reader.read_log(11, None).await.0, 12);
     assert!(reader.broadcasts.is_empty() && reader.errors.is_empty());
+    // A log the store cannot read right now: a retryable error, and the next read works.
+    store
+        .fail_log_after
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    reader
+        .client
+        .send(&ClientMessage::ReadLog {
+            space_id: "l".into(),
+            after: 0,
+            limit: None,
+        })
+        .await
+        .expect("sends");
+    reader.until(|member| !member.errors.is_empty()).await;
+    assert_eq!(reader.errors[0].0, ServerError::SpaceUnavailable);
+    store
+        .fail_log_after
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(seqs(reader.read_log(0, Some(2)).await.1), [1, 2]);
+    reader.errors.clear();
     // A bad space id is refused like a join's.
     reader
         .client
@@ -1142,10 +1162,7 @@ async fn an_old_replay_of_an_op_the_space_has_outgrown_gets_its_original_seq() {
     let Some(database) = TestDatabase::create("server_outgrown").await else {
         return;
     };
-    let store = Arc::new(PriorFailsStore {
-        inner: migrated_store(database.url()).await,
-        fail: false.into(),
-    });
+    let store = Arc::new(FlakyStore::new(migrated_store(database.url()).await));
     let mut config = ServerConfig::default();
     config.space.remember_ops = 2;
     let server = start(store.clone(), config).await;
@@ -1168,12 +1185,16 @@ async fn an_old_replay_of_an_op_the_space_has_outgrown_gets_its_original_seq() {
     // u1 is forgotten in memory and its card is gone: the log says it was accepted at seq 2.
     // While the log cannot be read, the answer is retryable, not a verdict.
     let mut bob = Member::join(&url, Format::Json, "bob", "g", Some(6)).await;
-    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    store
+        .fail_prior
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     bob.submit(vec![drag.clone()]).await;
     bob.answered(&["u1"]).await;
     let (code, permanent, _) = &bob.rejected["u1"];
     assert_eq!((*code, *permanent), (RejectCode::StoreUnavailable, false));
-    store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    store
+        .fail_prior
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     bob.rejected.clear();
     bob.submit(vec![drag.clone()]).await;
     bob.answered(&["u1"]).await;

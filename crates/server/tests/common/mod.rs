@@ -392,17 +392,37 @@ impl Store for GatedStore {
     }
 }
 
-/// Fails every `prior` lookup while `fail` is set (a store that cannot be read for a moment);
-/// everything else goes to `inner`.
+/// A store whose `prior` lookups and log reads fail while their flag is set (a store that
+/// cannot be read for a moment); everything else goes to `inner`.
 #[derive(Debug)]
-pub struct PriorFailsStore {
+pub struct FlakyStore {
     pub inner: spacesync_store::PgStore,
-    pub fail: std::sync::atomic::AtomicBool,
+    pub fail_prior: std::sync::atomic::AtomicBool,
+    pub fail_log_after: std::sync::atomic::AtomicBool,
 }
 
-impl Store for PriorFailsStore {
+impl FlakyStore {
+    pub fn new(inner: spacesync_store::PgStore) -> FlakyStore {
+        FlakyStore {
+            inner,
+            fail_prior: false.into(),
+            fail_log_after: false.into(),
+        }
+    }
+
+    fn check(flag: &std::sync::atomic::AtomicBool) -> Result<(), spacesync_store::StoreError> {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(spacesync_store::StoreError::Config(
+                "reads are failing in this test".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Store for FlakyStore {
     fn describe(&self) -> String {
-        "prior-fails".into()
+        "flaky".into()
     }
     fn prior<'a>(
         &'a self,
@@ -410,12 +430,19 @@ impl Store for PriorFailsStore {
         operation_id: &'a str,
     ) -> spacesync_store::StoreFuture<'a, Option<spacesync_store::PriorRecord>> {
         Box::pin(async move {
-            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(spacesync_store::StoreError::Config(
-                    "lookups are failing in this test".into(),
-                ));
-            }
+            FlakyStore::check(&self.fail_prior)?;
             Store::prior(&self.inner, space_id, operation_id).await
+        })
+    }
+    fn log_after<'a>(
+        &'a self,
+        space_id: &'a str,
+        after: u64,
+        limit: Option<i64>,
+    ) -> spacesync_store::StoreFuture<'a, Vec<spacesync_store::LogEntry>> {
+        Box::pin(async move {
+            FlakyStore::check(&self.fail_log_after)?;
+            Store::log_after(&self.inner, space_id, after, limit).await
         })
     }
     delegate! {
@@ -425,7 +452,6 @@ impl Store for PriorFailsStore {
         doctor() -> spacesync_store::DoctorReport;
         append(entries: &'a [spacesync_store::NewLogEntry]) -> spacesync_store::AppendOutcome;
         load(space_id: &'a str) -> spacesync_store::LoadedSpace;
-        log_after(space_id: &'a str, after: u64, limit: Option<i64>) -> Vec<spacesync_store::LogEntry>;
         write_snapshot(space_id: &'a str, snapshot: &'a spacesync_store::StoredSnapshot) -> ();
         quarantine_batch(records: &'a [spacesync_store::NewQuarantine]) -> ();
         quarantine_list(space_id: Option<&'a str>, limit: i64) -> Vec<spacesync_store::QuarantineEntry>;
