@@ -1190,33 +1190,49 @@ impl Actor {
     /// Only these rejections are looked up; when the log cannot be read, the answer is a
     /// retryable `store_unavailable` rather than a verdict the server is not sure of.
     async fn recognise_old_replays(&mut self, outcomes: &mut Outcomes) {
+        let candidates: Vec<String> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Outcome::Rejected(rejection)
+                    if !rejection.repeated
+                        && !rejection.operation_id.is_empty()
+                        && may_be_an_old_replay(rejection.code) =>
+                {
+                    Some(rejection.operation_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        // One lookup for the whole cycle, however many ops a client sent at a deleted card.
+        let logged = match self.shared.store.logged_seqs(&self.id, &candidates).await {
+            Ok(logged) => Ok(logged),
+            Err(error) => {
+                tracing::warn!(space_id = %self.id, ops = candidates.len(), %error, "cannot tell whether refused ops are old replays; answered retryable");
+                Err(error.to_string())
+            }
+        };
         for outcome in outcomes.iter_mut() {
             let Outcome::Rejected(rejection) = outcome else {
                 continue;
             };
-            if rejection.repeated
-                || rejection.operation_id.is_empty()
-                || !may_be_an_old_replay(rejection.code)
-            {
+            if !candidates.contains(&rejection.operation_id) {
                 continue;
             }
-            match self
-                .shared
-                .store
-                .prior(&self.id, &rejection.operation_id)
-                .await
-            {
-                Ok(Some(PriorRecord::Logged(seq))) => {
-                    self.space
-                        .remember(&rejection.operation_id, Prior::Accepted(seq));
-                    *outcome = Outcome::Duplicate {
-                        operation_id: std::mem::take(&mut rejection.operation_id),
-                        seq,
-                    };
+            match &logged {
+                Ok(logged) => {
+                    if let Some(&seq) = logged.get(&rejection.operation_id) {
+                        self.space
+                            .remember(&rejection.operation_id, Prior::Accepted(seq));
+                        *outcome = Outcome::Duplicate {
+                            operation_id: std::mem::take(&mut rejection.operation_id),
+                            seq,
+                        };
+                    }
                 }
-                Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(space_id = %self.id, operation_id = %rejection.operation_id, %error, "cannot tell whether a refused op is an old replay; answered retryable");
                     self.space.forget(&rejection.operation_id);
                     rejection.code = RejectCode::StoreUnavailable;
                     rejection.message = format!(

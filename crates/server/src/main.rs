@@ -541,13 +541,26 @@ async fn quarantine(database: &Database, command: QuarantineCommand) -> anyhow::
             } else if entries.is_empty() {
                 println!("the quarantine is empty");
             } else {
+                // Columns as wide as their widest value, so long ids stay aligned.
+                let width = |header: &str, value: fn(&QuarantineEntry) -> &str| {
+                    entries
+                        .iter()
+                        .map(|entry| value(entry).chars().count())
+                        .chain([header.len()])
+                        .max()
+                        .unwrap_or_default()
+                };
+                let space_width = width("space", |entry| &entry.space_id);
+                let operation_width = width("operation", |entry| &entry.operation_id);
+                let code_width = width("code", |entry| &entry.code);
+                let name_width = width("name", |entry| &entry.name);
                 println!(
-                    "{:<24} {:<24} {:<22} {:<18} {:>8}  detail",
+                    "{:<space_width$}  {:<operation_width$}  {:<code_width$}  {:<name_width$}  {:>8}  detail",
                     "space", "operation", "code", "name", "attempts"
                 );
                 for entry in &entries {
                     println!(
-                        "{:<24} {:<24} {:<22} {:<18} {:>8}  {}",
+                        "{:<space_width$}  {:<operation_width$}  {:<code_width$}  {:<name_width$}  {:>8}  {}",
                         entry.space_id,
                         entry.operation_id,
                         entry.code,

@@ -1186,39 +1186,38 @@ async fn an_old_replay_of_an_op_the_space_has_outgrown_gets_its_original_seq() {
     // While the log cannot be read, the answer is retryable, not a verdict.
     let mut bob = Member::join(&url, Format::Json, "bob", "g", Some(6)).await;
     store
-        .fail_prior
+        .fail_lookups
         .store(true, std::sync::atomic::Ordering::SeqCst);
     bob.submit(vec![drag.clone()]).await;
     bob.answered(&["u1"]).await;
     let (code, permanent, _) = &bob.rejected["u1"];
     assert_eq!((*code, *permanent), (RejectCode::StoreUnavailable, false));
     store
-        .fail_prior
+        .fail_lookups
         .store(false, std::sync::atomic::Ordering::SeqCst);
     bob.rejected.clear();
-    bob.submit(vec![drag.clone()]).await;
-    bob.answered(&["u1"]).await;
+    // Once it can be read: the replay gets its seq; a new op on the deleted card in the same
+    // batch (looked up with it) is still refused.
+    let fresh = |id: &str| op("updateCard", id, json!({"id": "c1", "x": 1, "y": 1}));
+    bob.submit(vec![fresh("u2"), drag.clone(), fresh("u3")])
+        .await;
+    bob.answered(&["u2", "u1", "u3"]).await;
     assert_eq!(bob.acks.get("u1"), Some(&(2, true)), "{:?}", bob.rejected);
+    for id in ["u2", "u3"] {
+        assert_eq!(bob.rejected[id].0, RejectCode::ReferenceDeleted);
+    }
     // Now remembered: a second replay is answered the same way.
     bob.acks.clear();
     bob.submit(vec![drag]).await;
     bob.answered(&["u1"]).await;
     assert_eq!(bob.acks.get("u1"), Some(&(2, true)));
-    // A new op on the deleted card is still refused, and only it is quarantined.
-    bob.submit(vec![op(
-        "updateCard",
-        "u2",
-        json!({"id": "c1", "x": 1, "y": 1}),
-    )])
-    .await;
-    bob.answered(&["u2"]).await;
-    assert_eq!(bob.rejected["u2"].0, RejectCode::ReferenceDeleted);
+    // Only the new ops are quarantined.
     let quarantine: Vec<String> = quarantined(database.url(), "g")
         .await
         .into_iter()
         .map(|(id, _, _)| id)
         .collect();
-    assert_eq!(quarantine, ["u2"]);
+    assert_eq!(quarantine, ["u2", "u3"]);
     assert_eq!(logged(database.url(), "g").await.len(), 6);
     assert!(bob.seqs.is_empty() && alice.seqs.len() == 6);
     server.shutdown().await;

@@ -1,5 +1,7 @@
 //! The PostgreSQL store: a deadpool pool of tokio-postgres connections.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::{Hook, Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
 use spacesync_protocol::{OpJson, Operation, Seq};
@@ -512,6 +514,28 @@ impl PgStore {
                 code: row.get(0),
                 detail: row.get(1),
             }))
+    }
+
+    /// Which of `operation_ids` the space's log holds, with their seqs, in one query.
+    pub async fn logged_seqs(
+        &self,
+        space_id: &str,
+        operation_ids: &[String],
+    ) -> Result<HashMap<String, Seq>, StoreError> {
+        if operation_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT operation_id, seq FROM op_log WHERE space_id = $1 AND operation_id = ANY($2)",
+                &[&space_id, &operation_ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), seq_from_sql(row.get(1))))
+            .collect())
     }
 
     /// Quarantines an op, or counts one more attempt of an op already quarantined.

@@ -5,7 +5,7 @@
 //! tokio's blocking pool, never on the async runtime; one connection serialises them, which
 //! is what SQLite does with writers anyway.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -472,6 +472,29 @@ impl Store for SqliteStore {
                     },
                 )
                 .optional()?)
+        }))
+    }
+
+    fn logged_seqs<'a>(
+        &'a self,
+        space_id: &'a str,
+        operation_ids: &'a [String],
+    ) -> StoreFuture<'a, HashMap<String, Seq>> {
+        let (space_id, operation_ids) = (space_id.to_owned(), operation_ids.to_vec());
+        Box::pin(self.call(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT seq FROM op_log WHERE space_id = ?1 AND operation_id = ?2",
+            )?;
+            let mut logged = HashMap::new();
+            for operation_id in operation_ids {
+                let seq: Option<i64> = statement
+                    .query_row(params![space_id, operation_id], |row| row.get(0))
+                    .optional()?;
+                if let Some(seq) = seq {
+                    logged.insert(operation_id, seq_from_sql(seq));
+                }
+            }
+            Ok(logged)
         }))
     }
 

@@ -1,6 +1,7 @@
 //! The interface the server writes through. PostgreSQL implements it here; the embedded store
 //! implements the same one, and one conformance suite checks both.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,6 +60,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         space_id: &'a str,
         operation_id: &'a str,
     ) -> StoreFuture<'a, Option<PriorRecord>>;
+    /// Which of `operation_ids` the space's log holds, with their seqs (one query for many
+    /// ids: the server asks this for the ops it refused in a cycle).
+    fn logged_seqs<'a>(
+        &'a self,
+        space_id: &'a str,
+        operation_ids: &'a [String],
+    ) -> StoreFuture<'a, HashMap<String, Seq>>;
     /// Quarantines ops (one more attempt for those already there).
     fn quarantine_batch<'a>(&'a self, records: &'a [NewQuarantine]) -> StoreFuture<'a, ()>;
     /// Quarantined ops, newest first, optionally of one space.
@@ -138,6 +146,14 @@ impl Store for PgStore {
         operation_id: &'a str,
     ) -> StoreFuture<'a, Option<PriorRecord>> {
         Box::pin(PgStore::prior(self, space_id, operation_id))
+    }
+
+    fn logged_seqs<'a>(
+        &'a self,
+        space_id: &'a str,
+        operation_ids: &'a [String],
+    ) -> StoreFuture<'a, HashMap<String, Seq>> {
+        Box::pin(PgStore::logged_seqs(self, space_id, operation_ids))
     }
 
     fn quarantine_batch<'a>(&'a self, records: &'a [NewQuarantine]) -> StoreFuture<'a, ()> {

@@ -187,6 +187,29 @@ async fn idempotency_survives_a_restart(fixture: Fixture) {
     );
     assert_eq!(store.prior("s", "nope").await.expect("looks up"), None);
     assert_eq!(store.prior("other", "op2").await.expect("looks up"), None);
+    // Many ids in one lookup: those the space's log holds, with their seqs.
+    let ids: Vec<String> = ["op3", "nope", "op1"].map(String::from).to_vec();
+    let logged = store.logged_seqs("s", &ids).await.expect("looks up");
+    assert_eq!(
+        logged,
+        [("op1".to_owned(), 1), ("op3".to_owned(), 3)]
+            .into_iter()
+            .collect()
+    );
+    assert!(
+        store
+            .logged_seqs("other", &ids)
+            .await
+            .expect("looks up")
+            .is_empty()
+    );
+    assert!(
+        store
+            .logged_seqs("s", &[])
+            .await
+            .expect("looks up")
+            .is_empty()
+    );
     // The log refuses a second row with the same op id or the same seq, and says which.
     let same_id = store
         .append(&[entry("s", 4, "op1")])

@@ -385,6 +385,7 @@ impl Store for GatedStore {
         log_after(space_id: &'a str, after: u64, limit: Option<i64>) -> Vec<spacesync_store::LogEntry>;
         write_snapshot(space_id: &'a str, snapshot: &'a spacesync_store::StoredSnapshot) -> ();
         prior(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::PriorRecord>;
+        logged_seqs(space_id: &'a str, operation_ids: &'a [String]) -> HashMap<String, Seq>;
         quarantine_batch(records: &'a [spacesync_store::NewQuarantine]) -> ();
         quarantine_list(space_id: Option<&'a str>, limit: i64) -> Vec<spacesync_store::QuarantineEntry>;
         quarantine_get(space_id: &'a str, operation_id: &'a str) -> Option<spacesync_store::QuarantineEntry>;
@@ -392,12 +393,12 @@ impl Store for GatedStore {
     }
 }
 
-/// A store whose `prior` lookups and log reads fail while their flag is set (a store that
-/// cannot be read for a moment); everything else goes to `inner`.
+/// A store whose op lookups (`prior`, `logged_seqs`) and log reads fail while their flag is
+/// set (a store that cannot be read for a moment); everything else goes to `inner`.
 #[derive(Debug)]
 pub struct FlakyStore {
     pub inner: spacesync_store::PgStore,
-    pub fail_prior: std::sync::atomic::AtomicBool,
+    pub fail_lookups: std::sync::atomic::AtomicBool,
     pub fail_log_after: std::sync::atomic::AtomicBool,
 }
 
@@ -405,7 +406,7 @@ impl FlakyStore {
     pub fn new(inner: spacesync_store::PgStore) -> FlakyStore {
         FlakyStore {
             inner,
-            fail_prior: false.into(),
+            fail_lookups: false.into(),
             fail_log_after: false.into(),
         }
     }
@@ -430,8 +431,18 @@ impl Store for FlakyStore {
         operation_id: &'a str,
     ) -> spacesync_store::StoreFuture<'a, Option<spacesync_store::PriorRecord>> {
         Box::pin(async move {
-            FlakyStore::check(&self.fail_prior)?;
+            FlakyStore::check(&self.fail_lookups)?;
             Store::prior(&self.inner, space_id, operation_id).await
+        })
+    }
+    fn logged_seqs<'a>(
+        &'a self,
+        space_id: &'a str,
+        operation_ids: &'a [String],
+    ) -> spacesync_store::StoreFuture<'a, HashMap<String, Seq>> {
+        Box::pin(async move {
+            FlakyStore::check(&self.fail_lookups)?;
+            Store::logged_seqs(&self.inner, space_id, operation_ids).await
         })
     }
     fn log_after<'a>(
