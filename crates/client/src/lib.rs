@@ -34,6 +34,29 @@ pub enum ClientError {
     Unexpected(Box<ServerMessage>),
 }
 
+impl ClientError {
+    /// Whether a client should reconnect and resume after this: the server shutting down
+    /// (1001), failing (1011) or full (1013), a slow consumer or a ping timeout (4001, 4002),
+    /// a connection that ended without a close frame or could not be opened (a restart, the
+    /// network). Anything else (a protocol error, a message too big, an unsupported version,
+    /// a message it cannot read) would fail again the same way.
+    pub fn should_reconnect(&self) -> bool {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        use tokio_tungstenite::tungstenite::error::ProtocolError;
+        match self {
+            ClientError::Closed { code, .. } => matches!(code, 1001 | 1011 | 1013 | 4001 | 4002),
+            ClientError::Ended => true,
+            ClientError::WebSocket(
+                WsError::Io(_)
+                | WsError::ConnectionClosed
+                | WsError::AlreadyClosed
+                | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+            ) => true,
+            _ => false,
+        }
+    }
+}
+
 /// A connected, negotiated client.
 #[derive(Debug)]
 pub struct Client {
@@ -239,5 +262,31 @@ fn closed(frame: Option<CloseFrame>) -> ClientError {
             code: 1005,
             reason: String::new(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_comes_back_after_what_a_server_ends_connections_for_and_not_after_a_finding() {
+        let closed = |code| ClientError::Closed {
+            code,
+            reason: String::new(),
+        };
+        for code in [1001, 1011, 1013, 4001, 4002] {
+            assert!(closed(code).should_reconnect(), "{code}");
+        }
+        for code in [1000, 1002, 1003, 1009, 4000] {
+            assert!(!closed(code).should_reconnect(), "{code}");
+        }
+        assert!(ClientError::Ended.should_reconnect());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(ClientError::WebSocket(refused.into()).should_reconnect());
+        let unreadable = spacesync_protocol::Format::Json
+            .decode_server(b"{", 1024)
+            .expect_err("not a message");
+        assert!(!ClientError::Decode(unreadable).should_reconnect());
     }
 }

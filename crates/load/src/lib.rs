@@ -119,7 +119,11 @@ pub struct Report {
     pub rejected: u64,
     pub poison_sent: u64,
     pub duplicates_sent: u64,
+    /// Reconnects the harness injected (`reconnects` rate).
     pub reconnects: u64,
+    /// Connections the server or the network ended (a restart, 1001, a slow consumer), after
+    /// which the client reconnected, resumed and resent: not an error.
+    pub disconnects: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub diverged: u64,
@@ -150,7 +154,7 @@ impl Report {
             "fanout_per_s": round(self.fanout_per_s),
             "acked": self.acked, "rejected": self.rejected,
             "poison_sent": self.poison_sent, "duplicates_sent": self.duplicates_sent,
-            "reconnects": self.reconnects,
+            "reconnects": self.reconnects, "disconnects": self.disconnects,
             "lost": self.lost, "duplicated": self.duplicated, "diverged": self.diverged,
             "errors": self.errors, "ops_in_logs": self.final_seqs,
             "spaces": config.spaces, "clients_per_space": config.clients_per_space,
@@ -169,7 +173,7 @@ impl Report {
             "acked {} ops ({:.0}/s), latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
              worst second's p99 {:.2} ms; fan-out {:.0} broadcasts/s\n\
              server-side (arrival to ack): {}\n\
-             poison sent {} (rejected {}), duplicates sent {}, reconnects {}\n\
+             poison sent {} (rejected {}), duplicates sent {}, reconnects {}, disconnects {}\n\
              check: lost {}, duplicated {}, diverged {}, errors {} -> {}{}",
             self.acked,
             self.acked_ops_per_s,
@@ -187,6 +191,7 @@ impl Report {
             self.rejected,
             self.duplicates_sent,
             self.reconnects,
+            self.disconnects,
             self.lost,
             self.duplicated,
             self.diverged,
@@ -420,6 +425,8 @@ struct LoadClient {
     poison_rejected: u64,
     duplicates_sent: u64,
     reconnects: u64,
+    /// Connections the server or the network ended, after which the client came back.
+    disconnects: u64,
 }
 
 impl LoadClient {
@@ -564,18 +571,29 @@ impl LoadClient {
         }
         self.connection.submit(&self.space, step.ops).await?;
         if config.reconnects > 0.0 && rand::random::<f64>() < config.reconnects {
+            self.reconnects += 1;
             self.reconnect(config).await?;
         }
         Ok(())
     }
 
     /// Drops the connection without a goodbye, reconnects, resumes from the last seq it has
-    /// without a gap, and resends every op not answered yet (same op ids).
+    /// without a gap, and resends every op not answered yet (same op ids). A server that is
+    /// not there (restarting) is tried again, with backoff, for up to [`PATIENCE`].
     async fn reconnect(&mut self, config: &LoadConfig) -> Result<(), ClientError> {
-        self.reconnects += 1;
         let since = self.contiguous();
-        let connection =
-            LoadClient::connect(config, &self.client_id, &self.space, Some(since)).await?;
+        let deadline = Instant::now() + PATIENCE;
+        let mut pause = Duration::from_millis(50);
+        let connection = loop {
+            match LoadClient::connect(config, &self.client_id, &self.space, Some(since)).await {
+                Ok(connection) => break connection,
+                Err(error) if error.should_reconnect() && Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(error) => return Err(error),
+            }
+        };
         // The old connection is dropped here: it is cut mid-stream.
         self.connection = connection;
         let ops = self
@@ -587,6 +605,35 @@ impl LoadClient {
             self.connection.submit(&self.space, ops).await?;
         }
         Ok(())
+    }
+
+    /// After the connection failed: when it ended the way a server ends connections its
+    /// clients should come back on (shutting down, restarting, a slow consumer, the network),
+    /// reconnects, resumes and resends (counted in `disconnects`); otherwise, or when no
+    /// reconnect succeeds, records an error. Whether the client can go on.
+    async fn recover(
+        &mut self,
+        config: &LoadConfig,
+        stats: &Stats,
+        error: ClientError,
+        during: &str,
+    ) -> bool {
+        if !error.should_reconnect() {
+            stats.error(format!("{}: {during}: {error}", self.client_id));
+            return false;
+        }
+        self.disconnects += 1;
+        match self.reconnect(config).await {
+            Ok(()) => true,
+            Err(again) => {
+                stats.error(format!(
+                    "{}: {during}: {error}; no reconnect within {} s: {again}",
+                    self.client_id,
+                    PATIENCE.as_secs()
+                ));
+                false
+            }
+        }
     }
 
     /// Runs the workload until `end`.
@@ -615,8 +662,9 @@ impl LoadClient {
             }
             let closed_loop_ready = schedule.is_none() && self.pending.is_empty();
             if closed_loop_ready {
-                if let Err(error) = self.send_step(config, Instant::now()).await {
-                    stats.error(format!("{}: send failed: {error}", self.client_id));
+                if let Err(error) = self.send_step(config, Instant::now()).await
+                    && !self.recover(config, stats, error, "send failed").await
+                {
                     return;
                 }
                 continue;
@@ -631,47 +679,42 @@ impl LoadClient {
                 scheduled = tick => {
                     if self.pending.len() < 10_000
                         && let Err(error) = self.send_step(config, scheduled).await
+                        && !self.recover(config, stats, error, "send failed").await
                     {
-                        stats.error(format!("{}: send failed: {error}", self.client_id));
                         return;
                     }
                 }
-                message = self.connection.recv() => match message {
-                    Ok(message) => {
-                        if let Err(error) = self.receive(message, stats).await {
-                            stats.error(format!("{}: send failed: {error}", self.client_id));
-                            return;
-                        }
+                message = self.connection.recv() => {
+                    let result = match message {
+                        Ok(message) => self.receive(message, stats).await,
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = result
+                        && !self.recover(config, stats, error, "connection lost").await
+                    {
+                        return;
                     }
-                    Err(error) => {
-                        stats.error(format!("{}: connection lost: {error}", self.client_id));
-                        if self.reconnect(config).await.is_err() {
-                            return;
-                        }
-                    }
-                },
+                }
                 () = &mut ended => return,
             }
         }
     }
 
-    /// Waits until every op sent has its answer.
-    async fn settle(&mut self, stats: &Stats) {
+    /// Waits until every op sent has its answer (reconnecting as [`LoadClient::recover`] does).
+    async fn settle(&mut self, config: &LoadConfig, stats: &Stats) {
         let deadline = Instant::now() + PATIENCE;
         while !self.pending.is_empty() {
             match tokio::time::timeout_at(deadline, self.connection.recv()).await {
-                Ok(Ok(message)) => {
-                    if self.receive(message, stats).await.is_err() {
-                        stats.error(format!("{}: send failed while settling", self.client_id));
+                Ok(result) => {
+                    let result = match result {
+                        Ok(message) => self.receive(message, stats).await,
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = result
+                        && !self.recover(config, stats, error, "while settling").await
+                    {
                         return;
                     }
-                }
-                Ok(Err(error)) => {
-                    stats.error(format!(
-                        "{}: connection lost while settling: {error}",
-                        self.client_id
-                    ));
-                    return;
                 }
                 Err(_) => {
                     stats.error(format!(
@@ -768,6 +811,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
                 poison_rejected: 0,
                 duplicates_sent: 0,
                 reconnects: 0,
+                disconnects: 0,
             };
             let joined = tokio::time::timeout(PATIENCE, client.connection.recv())
                 .await
@@ -812,7 +856,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
         tasks.push(tokio::spawn(async move {
             client.run(&config, &stats, end, interval).await;
             stats.measuring.store(false, Ordering::Relaxed);
-            client.settle(&stats).await;
+            client.settle(&config, &stats).await;
             client
         }));
     }
@@ -940,6 +984,7 @@ async fn check(
             report.rejected += client.poison_rejected;
             report.duplicates_sent += client.duplicates_sent;
             report.reconnects += client.reconnects;
+            report.disconnects += client.disconnects;
             // Poison ops are remembered: a resend is refused again at once.
             if !client.poison.is_empty() {
                 let ids: Vec<String> = client
@@ -963,7 +1008,7 @@ async fn check(
                     .submit(&space, ops)
                     .await
                     .map_err(LoadError::Connect)?;
-                client.settle(stats).await;
+                client.settle(config, stats).await;
                 if client.poison_rejected - before != client.poison.len() as u64 {
                     stats.error(format!(
                         "{}: not every poison op was refused again",

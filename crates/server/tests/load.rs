@@ -111,3 +111,62 @@ async fn a_smoke_load_on_the_embedded_store_loses_nothing() {
     Store::migrate(&store).await.expect("migrates");
     smoke(Arc::new(store), "embedded").await;
 }
+
+/// The server restarts in the middle of a run (a graceful shutdown, then a new process on the
+/// same port and database, as in a deploy): every client is disconnected, reconnects with
+/// backoff while nothing listens, resumes, resends what was not answered, and the checker
+/// finds nothing lost, duplicated or diverged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_in_the_middle_of_a_run_loses_nothing() {
+    let Some(database) = TestDatabase::create("load_restart").await else {
+        return;
+    };
+    let server = start(
+        Arc::new(migrated_store(database.url()).await),
+        ServerConfig::default(),
+    )
+    .await;
+    let address = server.local_addr();
+    let load = LoadConfig {
+        server: ws_url(&server),
+        spaces: 3,
+        clients_per_space: 2,
+        duration: Duration::from_secs(4),
+        warmup: Duration::from_millis(200),
+        seed: 11,
+        faults: Faults {
+            misorder: 0.2,
+            duplicates: 0.05,
+            poison: 0.0,
+        },
+        progress: false,
+        run_id: "restart".to_owned(),
+        ..LoadConfig::default()
+    };
+    let run = tokio::spawn(spacesync_load::run(load));
+    // Restart once the run is under way (its ops reach the log), well before its end.
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while logged(database.url(), "restart-s0").await.len() < 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the run never got going");
+    assert!(server.shutdown().await.is_clean());
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .expect("binds the same port again");
+    let server = spacesync_server::Server::start(
+        ServerConfig::default(),
+        Arc::new(migrated_store(database.url()).await),
+        listener,
+    )
+    .expect("starts again");
+    let report = run.await.expect("the run ends").expect("the run completes");
+    eprintln!("restart: {}", report.summary());
+    assert!(report.is_clean(), "{}", report.summary());
+    assert!(report.acked > 100, "{}", report.summary());
+    assert_eq!(report.disconnects, 6, "every client was disconnected once");
+    assert_eq!(report.reconnects, 0, "none was injected");
+    assert!(server.shutdown().await.is_clean());
+}
