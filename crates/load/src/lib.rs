@@ -636,6 +636,25 @@ impl LoadClient {
         }
     }
 
+    /// Takes what the connection gave: a message (answered as [`LoadClient::receive`] does),
+    /// or the error that ended it ([`LoadClient::recover`]). Whether the client can go on.
+    async fn take(
+        &mut self,
+        received: Result<ServerMessage, ClientError>,
+        config: &LoadConfig,
+        stats: &Stats,
+        during: &str,
+    ) -> bool {
+        let result = match received {
+            Ok(message) => self.receive(message, stats).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(()) => true,
+            Err(error) => self.recover(config, stats, error, during).await,
+        }
+    }
+
     /// Runs the workload until `end`.
     async fn run(
         &mut self,
@@ -684,14 +703,8 @@ impl LoadClient {
                         return;
                     }
                 }
-                message = self.connection.recv() => {
-                    let result = match message {
-                        Ok(message) => self.receive(message, stats).await,
-                        Err(error) => Err(error),
-                    };
-                    if let Err(error) = result
-                        && !self.recover(config, stats, error, "connection lost").await
-                    {
+                received = self.connection.recv() => {
+                    if !self.take(received, config, stats, "connection lost").await {
                         return;
                     }
                 }
@@ -705,14 +718,8 @@ impl LoadClient {
         let deadline = Instant::now() + PATIENCE;
         while !self.pending.is_empty() {
             match tokio::time::timeout_at(deadline, self.connection.recv()).await {
-                Ok(result) => {
-                    let result = match result {
-                        Ok(message) => self.receive(message, stats).await,
-                        Err(error) => Err(error),
-                    };
-                    if let Err(error) = result
-                        && !self.recover(config, stats, error, "while settling").await
-                    {
+                Ok(received) => {
+                    if !self.take(received, config, stats, "while settling").await {
                         return;
                     }
                 }

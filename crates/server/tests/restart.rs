@@ -1,7 +1,8 @@
-//! The server process is killed (SIGKILL: no shutdown, no flush) in the middle of a load run
-//! and started again on the same port and store, on each store. Every op it acknowledged
-//! before dying must be in the log after it; the clients reconnect, resume and resend what was
-//! never answered; the checker finds nothing lost, duplicated or diverged.
+//! The server process stops in the middle of a load run and starts again on the same port and
+//! store: killed (SIGKILL: no shutdown, no flush), on each store, and stopped gracefully
+//! (SIGTERM, as in a deploy). Every op it acknowledged before stopping must be in the log
+//! after it; the clients reconnect (with backoff while nothing listens), resume and resend
+//! what was never answered; the checker finds nothing lost, duplicated or diverged.
 
 mod common;
 
@@ -35,9 +36,16 @@ async fn accepted(address: std::net::SocketAddr) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn killed_mid_run(name: &str, store_args: Vec<String>) {
+/// How the first server stops.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Kill,
+    Terminate,
+}
+
+async fn restarted_mid_run(name: &str, store_args: Vec<String>, stop: Stop) {
     let port = free_port();
-    let mut server = serve(port, &store_args);
+    let server = serve(port, &store_args);
     let address = server.address;
     let load = LoadConfig {
         server: format!("ws://{address}/ws"),
@@ -52,11 +60,11 @@ async fn killed_mid_run(name: &str, store_args: Vec<String>) {
             poison: 0.0,
         },
         progress: false,
-        run_id: format!("crash-{name}"),
+        run_id: format!("restart-{name}"),
         ..LoadConfig::default()
     };
     let run = tokio::spawn(spacesync_load::run(load));
-    // Kill it once the run is under way, well before its end.
+    // Stop it once the run is under way, well before its end.
     let waited = tokio::time::timeout(PATIENCE, async {
         while accepted(address).await < 300.0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -64,8 +72,14 @@ async fn killed_mid_run(name: &str, store_args: Vec<String>) {
     })
     .await;
     assert!(waited.is_ok(), "{name}: the run never got going");
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().expect("reaps the server");
+    match stop {
+        Stop::Kill => {
+            let mut child = server.child;
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaps the server");
+        }
+        Stop::Terminate => assert_eq!(server.terminate(), 0, "{name}: it stops cleanly"),
+    }
     let again = serve(port, &store_args);
     assert_eq!(again.address, address);
     let report = run.await.expect("the run ends").expect("the run completes");
@@ -82,7 +96,7 @@ async fn killed_mid_run(name: &str, store_args: Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_run_on_postgres_loses_nothing_it_acknowledged() {
-    let Some(database) = TestDatabase::create("crash_postgres").await else {
+    let Some(database) = TestDatabase::create("restart_killed").await else {
         return;
     };
     let store = vec![
@@ -90,12 +104,25 @@ async fn a_server_killed_mid_run_on_postgres_loses_nothing_it_acknowledged() {
         database.url().to_owned(),
         "--migrate".to_owned(),
     ];
-    killed_mid_run("postgres", store).await;
+    restarted_mid_run("postgres", store, Stop::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_run_on_the_embedded_store_loses_nothing_it_acknowledged() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = vec!["--data-dir".to_owned(), dir.path().display().to_string()];
-    killed_mid_run("embedded", store).await;
+    restarted_mid_run("embedded", store, Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stopped_mid_run_for_a_deploy_loses_nothing() {
+    let Some(database) = TestDatabase::create("restart_terminated").await else {
+        return;
+    };
+    let store = vec![
+        "--database-url".to_owned(),
+        database.url().to_owned(),
+        "--migrate".to_owned(),
+    ];
+    restarted_mid_run("deploy", store, Stop::Terminate).await;
 }
