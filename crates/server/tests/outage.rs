@@ -78,3 +78,76 @@ async fn the_database_stops_and_restarts_under_a_running_server() {
     assert_eq!(bob.joined_seq, Some(0));
     assert!(server.shutdown().await.is_clean());
 }
+
+/// A load run with every fault on while the database stops for a moment and comes back: the
+/// server keeps retrying its commits, acknowledges nothing it has not written, and the run
+/// ends with nothing lost, duplicated or diverged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_run_across_a_database_outage_loses_nothing() {
+    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("outage_load"))
+        .await
+        .expect("starts the cluster")
+    else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    let url = cluster.url();
+    let server = start(
+        Arc::new(migrated_store(&url).await),
+        ServerConfig::default(),
+    )
+    .await;
+    let load = spacesync_load::LoadConfig {
+        server: ws_url(&server),
+        spaces: 3,
+        clients_per_space: 2,
+        duration: Duration::from_secs(5),
+        warmup: Duration::from_millis(200),
+        seed: 13,
+        faults: spacesync_load::workload::Faults {
+            misorder: 0.2,
+            duplicates: 0.05,
+            poison: 0.05,
+        },
+        reconnects: 0.02,
+        progress: false,
+        run_id: "outage".to_owned(),
+        ..spacesync_load::LoadConfig::default()
+    };
+    let run = tokio::spawn(spacesync_load::run(load));
+    let got_going = tokio::time::timeout(PATIENCE, async {
+        while logged(&url, "outage-s0").await.len() < 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(got_going.is_ok(), "the run never got going");
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .expect("stops");
+    // Down until the server has tried and failed to commit, then back.
+    let retried = tokio::time::timeout(PATIENCE, async {
+        while server.metrics().commit_retries.get() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        retried.is_ok(),
+        "no commit was retried while the database was down"
+    );
+    let starting = cluster.clone();
+    tokio::task::spawn_blocking(move || starting.start_server())
+        .await
+        .expect("starts again");
+    let report = run.await.expect("the run ends").expect("the run completes");
+    eprintln!("outage: {}", report.summary());
+    assert!(report.is_clean(), "{}", report.summary());
+    assert!(
+        report.acked > 100 && report.poison_sent > 0,
+        "{}",
+        report.summary()
+    );
+    assert!(server.shutdown().await.is_clean());
+}
