@@ -27,7 +27,7 @@ use spacesync_client::{Client, ClientError, ClientReceiver, ClientSender};
 use spacesync_core::kinopio::{import, normalized};
 use spacesync_core::{Space, SpaceConfig};
 use spacesync_protocol::{
-    ClientMessage, DecodeError, EncodeError, Format, Operation, Seq, ServerMessage,
+    ClientMessage, DecodeError, EncodeError, Format, Operation, RejectCode, Seq, ServerMessage,
 };
 use tokio::time::Instant;
 
@@ -35,6 +35,20 @@ use crate::workload::{Faults, StepKind, Workload};
 
 /// How long the end-of-run phases wait for answers and catch-up before counting a failure.
 const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Most ops a client sends again at once (after a reconnect, or refused as retryable).
+const RESEND_WINDOW: usize = 256;
+
+/// How long an op refused as retryable first waits before it is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Sleeps until `at` (forever when `None`: the branch using it is disabled then).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// A load run.
 #[derive(Debug, Clone)]
@@ -132,8 +146,12 @@ pub struct Report {
     pub errors: u64,
     pub error_samples: Vec<String>,
     pub final_seqs: u64,
-    /// `(space, operationId)` of every poison op sent, for a check against the quarantine.
+    /// `(space, operationId)` of every op the server must have quarantined: the poison ops
+    /// and the `overtaken` ones, for a check against the quarantine.
     pub poison_ids: Vec<(String, String)>,
+    /// Good ops of an open loop refused `reference_deleted` because the client's own later
+    /// delete of their item overtook them while they waited for a retry: the right answer.
+    pub overtaken: u64,
 }
 
 impl Report {
@@ -155,6 +173,7 @@ impl Report {
             "acked": self.acked, "rejected": self.rejected,
             "poison_sent": self.poison_sent, "duplicates_sent": self.duplicates_sent,
             "reconnects": self.reconnects, "disconnects": self.disconnects,
+            "overtaken": self.overtaken,
             "lost": self.lost, "duplicated": self.duplicated, "diverged": self.diverged,
             "errors": self.errors, "ops_in_logs": self.final_seqs,
             "spaces": config.spaces, "clients_per_space": config.clients_per_space,
@@ -173,7 +192,7 @@ impl Report {
             "acked {} ops ({:.0}/s), latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
              worst second's p99 {:.2} ms; fan-out {:.0} broadcasts/s\n\
              server-side (arrival to ack): {}\n\
-             poison sent {} (rejected {}), duplicates sent {}, reconnects {}, disconnects {}\n\
+             poison sent {} (rejected {}), duplicates sent {}, reconnects {}, disconnects {}, overtaken {}\n\
              check: lost {}, duplicated {}, diverged {}, errors {} -> {}{}",
             self.acked,
             self.acked_ops_per_s,
@@ -192,6 +211,7 @@ impl Report {
             self.duplicates_sent,
             self.reconnects,
             self.disconnects,
+            self.overtaken,
             self.lost,
             self.duplicated,
             self.diverged,
@@ -427,6 +447,16 @@ struct LoadClient {
     reconnects: u64,
     /// Connections the server or the network ended, after which the client came back.
     disconnects: u64,
+    /// Ops refused as retryable (`overloaded`, `store_unavailable`), sent again together at
+    /// `retry_at`, without holding up the reading of the connection.
+    retry: Vec<Operation>,
+    retry_at: Option<Instant>,
+    /// The pause before the next retry: doubles with each retry sent (up to a second) while
+    /// the server keeps refusing, back to [`RETRY_PAUSE`] at the next ack, so an overloaded
+    /// server is not hammered by its own backlog.
+    retry_pause: Duration,
+    /// Good ops refused because this client's own later delete overtook them (open loop).
+    overtaken: Vec<String>,
 }
 
 impl LoadClient {
@@ -510,6 +540,12 @@ impl LoadClient {
                 let pending = self.pending.shift_remove(&operation_id)?;
                 match (pending.kind, permanent) {
                     (StepKind::Poison, true) => self.poison_rejected += 1,
+                    (StepKind::Good, true)
+                        if code == RejectCode::ReferenceDeleted && self.overtaken(&pending) =>
+                    {
+                        // Refused (and quarantined) rightly: see `Workload::removed`.
+                        self.overtaken.push(operation_id);
+                    }
                     (_, false) => {
                         // Retryable (overloaded, store unavailable): send it again.
                         match pending.op() {
@@ -544,11 +580,47 @@ impl LoadClient {
         None
     }
 
-    /// Handles a message and sends again what came back retryable, after a short pause.
-    async fn receive(&mut self, message: ServerMessage, stats: &Stats) -> Result<(), ClientError> {
+    /// Whether an op refused as `reference_deleted` targets an item this client removed.
+    fn overtaken(&self, pending: &Pending) -> bool {
+        pending.op().is_ok_and(|op| {
+            op.body
+                .get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| self.workload.removed(id))
+        })
+    }
+
+    /// Handles a message; what came back retryable waits to be sent again (see `retry_pause`).
+    fn receive(&mut self, message: ServerMessage, stats: &Stats) {
+        if matches!(message, ServerMessage::Ack { .. }) {
+            self.retry_pause = RETRY_PAUSE;
+        }
         if let Some(op) = self.handle(message, stats) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            self.connection.submit(&self.space, vec![op]).await?;
+            self.retry.push(op);
+            let pause = self.retry_pause;
+            self.retry_at.get_or_insert_with(|| Instant::now() + pause);
+        }
+    }
+
+    /// Sends the ops waiting for a retry, in batches the server accepts.
+    /// Sends the ops waiting to go again, at most [`RESEND_WINDOW`] of them (in batches the
+    /// server accepts); the rest follow after the pause. A client replaying a large backlog
+    /// in one go would get more answers at once than the server queues for a connection, and
+    /// be closed as a slow consumer before it read them.
+    async fn send_retries(&mut self) -> Result<(), ClientError> {
+        let window: Vec<Operation> = self
+            .retry
+            .drain(..self.retry.len().min(RESEND_WINDOW))
+            .collect();
+        self.retry_at = (!self.retry.is_empty()).then(|| Instant::now() + self.retry_pause);
+        self.retry_pause = (self.retry_pause * 2).min(Duration::from_secs(1));
+        let batch = self
+            .connection
+            .limits()
+            .map_or(100, |limits| limits.max_ops_per_batch as usize)
+            .max(1);
+        for chunk in window.chunks(batch) {
+            self.connection.submit(&self.space, chunk.to_vec()).await?;
         }
         Ok(())
     }
@@ -601,9 +673,11 @@ impl LoadClient {
             .values()
             .map(Pending::op)
             .collect::<Result<Vec<Operation>, DecodeError>>()?;
-        if !ops.is_empty() {
-            self.connection.submit(&self.space, ops).await?;
-        }
+        // Everything unanswered goes again (the ops waiting for a retry included), starting
+        // now, a window at a time (`send_retries`).
+        self.retry = ops;
+        self.retry_at = (!self.retry.is_empty()).then(Instant::now);
+        self.retry_pause = RETRY_PAUSE;
         Ok(())
     }
 
@@ -645,12 +719,11 @@ impl LoadClient {
         stats: &Stats,
         during: &str,
     ) -> bool {
-        let result = match received {
-            Ok(message) => self.receive(message, stats).await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(()) => true,
+        match received {
+            Ok(message) => {
+                self.receive(message, stats);
+                true
+            }
             Err(error) => self.recover(config, stats, error, during).await,
         }
     }
@@ -694,7 +767,15 @@ impl LoadClient {
                     None => std::future::pending().await,
                 }
             };
+            let retry_at = self.retry_at;
             tokio::select! {
+                () = sleep_until_some(retry_at), if retry_at.is_some() => {
+                    if let Err(error) = self.send_retries().await
+                        && !self.recover(config, stats, error, "send failed").await
+                    {
+                        return;
+                    }
+                }
                 scheduled = tick => {
                     if self.pending.len() < 10_000
                         && let Err(error) = self.send_step(config, scheduled).await
@@ -714,13 +795,31 @@ impl LoadClient {
     }
 
     /// Waits until every op sent has its answer (reconnecting as [`LoadClient::recover`] does).
+    /// "Never answered" means no answer for [`PATIENCE`] while ops were waiting: a backlog
+    /// left by an open loop beyond the server's capacity is waited for as long as it drains.
     async fn settle(&mut self, config: &LoadConfig, stats: &Stats) {
-        let deadline = Instant::now() + PATIENCE;
+        let mut deadline = Instant::now() + PATIENCE;
         while !self.pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.connection.recv()).await {
+            let retry_at = self.retry_at;
+            let received = tokio::select! {
+                received = tokio::time::timeout_at(deadline, self.connection.recv()) => received,
+                () = sleep_until_some(retry_at), if retry_at.is_some() => {
+                    if let Err(error) = self.send_retries().await
+                        && !self.recover(config, stats, error, "while settling").await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match received {
                 Ok(received) => {
+                    let waiting = self.pending.len();
                     if !self.take(received, config, stats, "while settling").await {
                         return;
+                    }
+                    if self.pending.len() < waiting {
+                        deadline = Instant::now() + PATIENCE;
                     }
                 }
                 Err(_) => {
@@ -819,6 +918,10 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
                 duplicates_sent: 0,
                 reconnects: 0,
                 disconnects: 0,
+                retry: Vec::new(),
+                retry_at: None,
+                retry_pause: RETRY_PAUSE,
+                overtaken: Vec::new(),
             };
             let joined = tokio::time::timeout(PATIENCE, client.connection.recv())
                 .await
@@ -912,15 +1015,17 @@ async fn check(
     stats: &Stats,
     report: &mut Report,
 ) -> Result<(), LoadError> {
-    let checker = Client::connect(
-        &config.server,
-        Format::MessagePack,
-        Some(&format!("{}-checker", config.run_id)),
-    )
-    .await?;
-    let (mut sender, mut receiver) = checker.split();
     for space_index in 0..config.spaces {
         let space = format!("{}-s{space_index}", config.run_id);
+        // A connection of its own per space: settling a space's clients can take long enough
+        // (under overload) for a connection kept idle meanwhile to be closed by the server.
+        let checker = Client::connect(
+            &config.server,
+            Format::MessagePack,
+            Some(&format!("{}-checker", config.run_id)),
+        )
+        .await?;
+        let (mut sender, mut receiver) = checker.split();
         // The whole log, page by page, then the whole space.
         let (head, logged) = read_log(&mut sender, &mut receiver, &space).await?;
         sender
@@ -991,7 +1096,13 @@ async fn check(
             report.rejected += client.poison_rejected;
             report.duplicates_sent += client.duplicates_sent;
             report.reconnects += client.reconnects;
-            report.disconnects += client.disconnects;
+            report.overtaken += client.overtaken.len() as u64;
+            report.poison_ids.extend(
+                client
+                    .overtaken
+                    .iter()
+                    .map(|id| (space.clone(), id.clone())),
+            );
             // Poison ops are remembered: a resend is refused again at once.
             if !client.poison.is_empty() {
                 let ids: Vec<String> = client
@@ -1010,11 +1121,13 @@ async fn check(
                 }
                 let ops: Vec<Operation> = client.poison.clone();
                 let before = client.poison_rejected;
-                client
-                    .connection
-                    .submit(&space, ops)
-                    .await
-                    .map_err(LoadError::Connect)?;
+                // A connection the server closed meanwhile (a slow consumer under overload) is
+                // reconnected, which resends them.
+                if let Err(error) = client.connection.submit(&space, ops).await {
+                    client
+                        .recover(config, stats, error, "resending poison")
+                        .await;
+                }
                 client.settle(config, stats).await;
                 if client.poison_rejected - before != client.poison.len() as u64 {
                     stats.error(format!(
@@ -1026,6 +1139,7 @@ async fn check(
             }
             // The client's view equals the download.
             let caught_up = client.catch_up(head, stats).await;
+            report.disconnects += client.disconnects;
             let same = caught_up
                 && client
                     .view(head)
