@@ -835,14 +835,21 @@ impl LoadClient {
     }
 
     /// Reads until its view has every seq up to `head`.
-    async fn catch_up(&mut self, head: Seq, stats: &Stats) -> bool {
+    /// A connection the server closed meanwhile (one left unread while other spaces were
+    /// checked) is reconnected, which resumes from the view's last seq.
+    async fn catch_up(&mut self, config: &LoadConfig, head: Seq, stats: &Stats) -> bool {
         let deadline = Instant::now() + PATIENCE;
         while self.contiguous() < head {
             match tokio::time::timeout_at(deadline, self.connection.recv()).await {
-                Ok(Ok(message)) => {
-                    self.handle(message, stats);
+                Ok(received) => {
+                    if !self
+                        .take(received, config, stats, "while catching up")
+                        .await
+                    {
+                        return false;
+                    }
                 }
-                _ => return false,
+                Err(_) => return false,
             }
         }
         true
@@ -1138,7 +1145,7 @@ async fn check(
                 client.poison_rejected = before;
             }
             // The client's view equals the download.
-            let caught_up = client.catch_up(head, stats).await;
+            let caught_up = client.catch_up(config, head, stats).await;
             report.disconnects += client.disconnects;
             let same = caught_up
                 && client

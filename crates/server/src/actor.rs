@@ -1190,18 +1190,18 @@ impl Actor {
     /// Only these rejections are looked up; when the log cannot be read, the answer is a
     /// retryable `store_unavailable` rather than a verdict the server is not sure of.
     async fn recognise_old_replays(&mut self, outcomes: &mut Outcomes) {
+        let candidate = |outcome: &Outcome| match outcome {
+            Outcome::Rejected(rejection) => {
+                !rejection.repeated
+                    && !rejection.operation_id.is_empty()
+                    && may_be_an_old_replay(rejection.code)
+            }
+            _ => false,
+        };
         let candidates: Vec<String> = outcomes
             .iter()
-            .filter_map(|outcome| match outcome {
-                Outcome::Rejected(rejection)
-                    if !rejection.repeated
-                        && !rejection.operation_id.is_empty()
-                        && may_be_an_old_replay(rejection.code) =>
-                {
-                    Some(rejection.operation_id.clone())
-                }
-                _ => None,
-            })
+            .filter(|outcome| candidate(outcome))
+            .map(outcome_id)
             .collect();
         if candidates.is_empty() {
             return;
@@ -1214,13 +1214,10 @@ impl Actor {
                 Err(error.to_string())
             }
         };
-        for outcome in outcomes.iter_mut() {
+        for outcome in outcomes.iter_mut().filter(|outcome| candidate(outcome)) {
             let Outcome::Rejected(rejection) = outcome else {
                 continue;
             };
-            if !candidates.contains(&rejection.operation_id) {
-                continue;
-            }
             match &logged {
                 Ok(logged) => {
                     if let Some(&seq) = logged.get(&rejection.operation_id) {
