@@ -8,21 +8,26 @@ use std::time::Duration;
 
 use common::*;
 use spacesync_protocol::{Format, ServerError};
-use spacesync_server::ServerConfig;
+use spacesync_server::{Server, ServerConfig};
 use spacesync_testkit::Cluster;
 
-#[tokio::test]
-async fn the_database_stops_and_restarts_under_a_running_server() {
-    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("outage"))
+/// A private cluster (`None` where the test cannot run one, outside CI) and a server on it.
+async fn server_on_a_private_cluster(name: &'static str) -> Option<(Arc<Cluster>, String, Server)> {
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(name))
         .await
-        .expect("starts the cluster")
-    else {
-        return;
-    };
+        .expect("starts the cluster")?;
     let cluster = Arc::new(cluster);
     let url = cluster.url();
     let store = Arc::new(migrated_store(&url).await);
     let server = start(store, ServerConfig::default()).await;
+    Some((cluster, url, server))
+}
+
+#[tokio::test]
+async fn the_database_stops_and_restarts_under_a_running_server() {
+    let Some((cluster, url, server)) = server_on_a_private_cluster("outage").await else {
+        return;
+    };
     let address = server.local_addr();
     let ws = ws_url(&server);
     assert_eq!(http_get(address, "/readyz").await.0, 200);
@@ -84,19 +89,9 @@ async fn the_database_stops_and_restarts_under_a_running_server() {
 /// ends with nothing lost, duplicated or diverged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_run_across_a_database_outage_loses_nothing() {
-    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("outage_load"))
-        .await
-        .expect("starts the cluster")
-    else {
+    let Some((cluster, url, server)) = server_on_a_private_cluster("outage_load").await else {
         return;
     };
-    let cluster = Arc::new(cluster);
-    let url = cluster.url();
-    let server = start(
-        Arc::new(migrated_store(&url).await),
-        ServerConfig::default(),
-    )
-    .await;
     let load = spacesync_load::LoadConfig {
         server: ws_url(&server),
         spaces: 3,
