@@ -488,6 +488,6 @@ fn invalid_space(space_id: &str) -> String {
     )
 }
 
-fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     text.chars().take(MAX_ID_LEN).collect()
 }

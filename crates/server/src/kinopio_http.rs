@@ -419,9 +419,11 @@ pub async fn get_space(
 }
 
 fn not_found(space_id: &str) -> Response {
+    // The id as asked, cut to the longest a valid one can be (any length can be asked).
+    let shown = crate::connection::shorten(space_id);
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"status": 404, "code": "space_not_found", "message": format!("no space {space_id:?}")})),
+        Json(json!({"status": 404, "code": "space_not_found", "message": format!("no space {shown:?}")})),
     )
         .into_response()
 }

@@ -422,6 +422,15 @@ async fn bad_requests_are_refused_whole_and_downloads_answer_404_and_304() {
     let unknown = http(address, "GET", "/space/nothing-here", &[], b"").await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["status"], json!(404));
+    // An id longer than any valid one is not echoed whole.
+    let long = "x".repeat(5_000);
+    let unknown = http(address, "GET", &format!("/space/{long}"), &[], b"").await;
+    assert_eq!(unknown.status, 404);
+    let message = unknown.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("xxx") && message.len() < 200, "{message}");
     assert_eq!(logged(database.url(), "bad").await, []);
 
     let response = post_operations(address, json!([card_op("e1", "etag", "a")])).await;
